@@ -1,0 +1,1 @@
+"""Network factory (MONAI), checkpoints (safetensors + JSON), sliding-window inference."""

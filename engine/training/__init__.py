@@ -1,0 +1,1 @@
+"""Local training (loss, optimiser, AMP/CUDA) and evaluation metrics."""
