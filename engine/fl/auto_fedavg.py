@@ -143,8 +143,9 @@ class AutoFedAvgSite(SiteLogic):
         network = rt.network.train()
         loss = rt.trainer.loss_fn(functional_call(network, merged, (image.to(device),)), label.to(device))
         (grad,) = torch.autograd.grad(loss, beta)
-        rt.progress(rnd, "learn_beta", step, int(message.config.get("steps", step)), float(loss))
-        return Reply(arrays={"beta": {"grad": grad.detach().cpu()}}, metrics={"loss": float(loss)})
+        value = float(loss.detach())
+        rt.progress(rnd, "learn_beta", step, int(message.config.get("steps", step)), value)
+        return Reply(arrays={"beta": {"grad": grad.detach().cpu()}}, metrics={"loss": value})
 
 
 @register

@@ -64,16 +64,37 @@ def simulate(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` over the sites in ``site_dirs`` and write artefacts to ``out_dir``."""
+    _check_patch(config)
+    resolve_device(config.train.device)  # fail before the (slow) loading
+    _check_new_run(Path(out_dir), resume)
+    return simulate_sites(load_sites(site_dirs, config), config, out_dir, bus=bus, resume=resume)
+
+
+def _check_new_run(out_dir: Path, resume: bool) -> None:
+    if not resume and (out_dir / EVENTS).exists():
+        raise CheckpointError(f"{out_dir}: already holds a run (use --resume {out_dir} to continue it, or another --out)")
+
+
+def simulate_sites(
+    sites: Sequence[SiteData],
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    bus: EventBus | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Like :func:`simulate` on already loaded sites (benchmarks reuse one loading for
+    many runs; the cases must have been prepared with ``config.data``)."""
     out_dir = Path(out_dir)
     bus = bus or EventBus()
     _check_patch(config)
     device = resolve_device(config.train.device)
+    _check_new_run(out_dir, resume)
+    if any(site.cfg != config.data for site in sites):
+        raise ConfigError("simulate: the sites were prepared with other data settings than this run's")
     if not resume:
-        if (out_dir / EVENTS).exists():
-            raise CheckpointError(f"{out_dir}: already holds a run (use --resume {out_dir} to continue it, or another --out)")
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / RUN_FILE, {"sites": [str(Path(d).resolve()) for d in site_dirs], "config": config.to_dict()})
-    sites = load_sites(site_dirs, config)
+        atomic_write_json(out_dir / RUN_FILE, {"sites": [str(s.dataset.root.resolve()) for s in sites], "config": config.to_dict()})
     log_writer = JsonlEventLog(out_dir / EVENTS)
     unsubscribe = bus.subscribe(log_writer)
     try:
