@@ -13,11 +13,14 @@ is the code around the step. Patch sampling (``SiteData.batch``) is drawn once u
 and excluded from both loops; its cost per draw is reported on its own line, because
 ours pays it on every step of a real round.
 
-Runs alternate (ours, bare, ours, bare, ...) and each side is summarised by the median
-seconds per step over its repeats, so that load from other processes on a shared machine
-hits both sides alike and single slow runs do not decide the result. The headline is the
-ratio of the medians, ours / bare (goal <= 1.05); the median of the per-pair ratios is
-printed beside it as a cross-check.
+Runs alternate in pairs, and the pairs alternate which loop goes first (ours bare, bare
+ours, ours bare, ...: "ABBA"), so that load from other processes on a shared machine, and
+any drift in it, hits both sides alike. Each side is summarised by the median seconds per
+step over its runs, so single slow runs do not decide the result. The headline is the
+ratio of the medians, ours / bare (goal <= 1.05). Printed beside it as cross-checks: the
+median of the per-pair ratios, the ratio of single-step medians and the ratio of process
+CPU time per step; when one of them falls on the other side of the goal, the verdict says
+the measurement is noisy.
 
 This is a measurement, not a test: it always exits 0 and prints whether the goal is met.
 
@@ -72,27 +75,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run (default: 6)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps per loop, also used to check both loops compute the same (default: 3)")
-    p.add_argument("--repeats", type=int, default=9, help="timed runs of each loop, alternating (default: 9)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs of each loop, alternating; even is best (default: 10)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="AMP on CUDA for both loops, as TrainConfig.amp (default: on; no effect on CPU)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="afterwards, run each loop once under torch.profiler and print the top ops")
     p.add_argument("--markdown", metavar="PATH", help="also write the result as a Markdown table to PATH")
+    p.add_argument("--append", action="store_true", help="add the table to the end of the --markdown file instead of replacing it")
     args = p.parse_args(argv)
     for name in ("steps", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name}: must be >= 1")
     if args.warmup < 0:
         p.error("--warmup: must be >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available (torch build or machine)")
+    from engine.errors import ConfigError
+    from engine.model.networks import NETWORKS, total_stride
+
+    try:
+        NETWORKS.get(args.network)
+    except ConfigError as exc:
+        p.error(f"--network: {exc}")
+    stride = total_stride(args.network)
+    if args.patch and any(x % stride for x in args.patch):
+        p.error(f"--patch: every side must be a multiple of {stride} for network '{args.network}'")
     return args
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available in this torch build / machine")
     return torch.device(name)
 
 
@@ -236,7 +250,7 @@ def max_weight_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 def measure(args: argparse.Namespace) -> tuple[Result, dict[str, str]]:
     from engine.config import DataConfig, TrainConfig
-    from engine.model.networks import build_network, total_stride
+    from engine.model.networks import build_network
     from engine.training.trainer import LocalTrainer
 
     if args.threads is not None:
@@ -251,9 +265,6 @@ def measure(args: argparse.Namespace) -> tuple[Result, dict[str, str]]:
     if args.batch:
         data_kw["batch_size"] = args.batch
     data_cfg = DataConfig(**data_kw)
-    stride = total_stride(args.network)
-    if any(p % stride for p in data_cfg.patch_size):
-        raise SystemExit(f"--patch: every side must be a multiple of {stride} for network '{args.network}'")
     train_cfg = TrainConfig(lr=args.lr, amp=args.amp, device=device.type)
     amp = bool(train_cfg.amp and device.type == "cuda")  # what LocalTrainer does
 
@@ -265,6 +276,7 @@ def measure(args: argparse.Namespace) -> tuple[Result, dict[str, str]]:
     rng = np.random.default_rng([args.seed, 1])
     warm, _ = draw_batches(site, args.warmup, rng)
     timed, draw_s = draw_batches(site, args.steps, rng)
+    draw_s += draw_batches(site, max(0, 20 - args.steps), rng)[1]  # >= 20 draws for the sampling cost
 
     torch.manual_seed(args.seed)
     network = build_network(args.network).to(device)
@@ -305,9 +317,12 @@ def measure(args: argparse.Namespace) -> tuple[Result, dict[str, str]]:
     steps_s: dict[str, list[float]] = {"ours": [], "bare": []}
     cpu_s: dict[str, list[float]] = {"ours": [], "bare": []}
     n = len(timed)
-    print(f"timing {args.repeats} x {n} steps per loop, alternating ours/bare ...", flush=True)
+    print(f"timing {args.repeats} x {n} steps per loop, alternating ours/bare (ABBA order) ...", flush=True)
     for r in range(args.repeats):
-        for name, out in (("ours", ours_s), ("bare", bare_s)):
+        # Pairs alternate which loop goes first (ours-bare, bare-ours, ...): neither side always
+        # runs right after the other, and a steady drift in machine load cancels out.
+        pair = (("ours", ours_s), ("bare", bare_s))
+        for name, out in pair if r % 2 == 0 else pair[::-1]:
             reset()
             stamps.clear()
             sync(device)
@@ -382,6 +397,9 @@ def fmt_load(load: tuple[float, float, float] | None) -> str:
 def report(res: Result, settings: dict[str, str], mach: dict[str, str]) -> tuple[str, list[tuple[str, str]]]:
     met = res.ratio <= GOAL
     verdict = f"goal <= {GOAL:.2f}: {'met' if met else 'not met'}"
+    checks = (res.pair_ratio, res.step_ratio, res.cpu_ratio)
+    if any((c <= GOAL) != met for c in checks):
+        verdict += " (noisy: a cross-check disagrees; rerun with more --repeats or --threads 1)"
     ms = lambda xs: ", ".join(f"{x * 1e3:.0f}" for x in xs)  # noqa: E731
     rows = [
         ("ours: LocalTrainer.train, median", f"{res.ours_med * 1e3:.1f} ms/step (runs: {ms(res.ours)})"),
@@ -401,6 +419,11 @@ def report(res: Result, settings: dict[str, str], mach: dict[str, str]) -> tuple
             f"{res.draw_med * 1e3:.1f} ms median ({min(res.draw) * 1e3:.1f}-{max(res.draw) * 1e3:.1f}); "
             f"{res.draw_med / res.ours_med:.0%} of ours' step; ours + draw = {(res.ours_med + res.draw_med) * 1e3:.1f} ms per real step",
         ),
+        (
+            "run-to-run spread, slowest / fastest run",
+            f"ours {max(res.ours) / min(res.ours):.2f}x, bare {max(res.bare) / min(res.bare):.2f}x"
+            + (" (busy machine: wall times are noisy)" if max(res.ours) / min(res.ours) > 1.5 or max(res.bare) / min(res.bare) > 1.5 else ""),
+        ),
         ("same work (warm-up check)", f"largest loss difference {res.loss_diff:.2e}, largest weight difference {res.weight_diff:.2e}"),
         ("load average (1/5/15 min) before / after timing", f"{fmt_load(res.load_before)} / {fmt_load(res.load_after)}"),
     ]
@@ -415,17 +438,20 @@ def print_report(rows: list[tuple[str, str]], settings: dict[str, str], mach: di
     for k, v in rows:
         print(f"{k.strip('*'):>52}: {v.replace('**', '')}")
     print(
-        "\nNote: other processes may share this machine's CPU; runs alternate ours/bare and the\n"
-        "medians are compared, so steady load affects both sides alike. Check the per-run values\n"
-        "and the load average: a large spread means the machine was busy; rerun with more --repeats."
+        "\nNote: other processes may share this machine's CPU. Runs alternate ours/bare (in ABBA\n"
+        "order) and medians are compared, so load affects both sides alike. Check the per-run values\n"
+        "and the load average: a large spread means the machine was busy; rerun with more --repeats\n"
+        "or --threads 1 (less hurt by preemption)."
     )
 
 
-def write_markdown(path: Path, command: str, rows, settings, mach) -> None:
+def write_markdown(path: Path, command: str, rows, settings, mach, append: bool = False) -> None:
+    append = append and path.is_file()
     lines = [
-        "# Local-training step: ours vs bare MONAI/PyTorch",
+        *([] if append else ["# Local-training step: ours vs bare MONAI/PyTorch", ""]),
+        f"## Run of {time.strftime('%Y-%m-%d %H:%M %Z')}",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} with:",
+        "Command:",
         "",
         "```",
         command,
@@ -443,14 +469,17 @@ def write_markdown(path: Path, command: str, rows, settings, mach) -> None:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
         "",
-        "Runs alternate ours/bare on the same network (reset to the same initial weights before each run)",
-        "and the same pre-drawn patch batches; each side is the median seconds per step over its runs, so",
-        "load from other processes on a shared CPU hits both sides alike. Patch sampling is excluded from",
-        "both loops and reported on its own row.",
+        "Runs alternate ours/bare (pairs in ABBA order) on the same network, reset to the same initial",
+        "weights before each run, and the same pre-drawn patch batches. Each side is the median seconds",
+        "per step over its runs, so load from other processes on a shared CPU hits both sides alike.",
+        "Patch sampling is excluded from both loops and reported on its own row.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    if append:
+        text = path.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + text
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict, rows = report(res, settings, mach)
     print_report(rows, settings, mach)
     if args.markdown:
-        write_markdown(Path(args.markdown), command, rows, settings, mach)
+        write_markdown(Path(args.markdown), command, rows, settings, mach, args.append)
         print(f"\nwrote {args.markdown}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     print(f"ratio ours/bare = {res.ratio:.3f}; {verdict}")

@@ -146,7 +146,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         site_dirs = [Path(d) for d in args.sites]
     _print(f"loading {len(site_dirs)} sites (resampling to {cfg.data.target_spacing} mm)")
-    simulate(site_dirs, cfg, out, bus=bus)
+    try:
+        simulate(site_dirs, cfg, out, bus=bus)
+    except KeyboardInterrupt:
+        if (out / "checkpoint" / "state.json").exists():
+            print(f"fedseg: interrupted; continue with: fedseg simulate --resume {out}", file=sys.stderr)
+            return 130
+        raise
     _print(f"resume an interrupted run with: fedseg simulate --resume {out}")
     return 0
 

@@ -194,7 +194,7 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     Unknown keys and wrong types raise :class:`ConfigError` naming the dotted field.
     """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a table, got {type(values).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {type(values).__name__}")
     hints = get_type_hints(cls)
     known = [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}

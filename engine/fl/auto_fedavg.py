@@ -211,13 +211,7 @@ class AutoFedAvg(Strategy):
             new_state = self._layerwise_average(locals_, indices, alpha)
             reported = {k: float(a) for k, a in zip(indices, alpha.mean(dim=1))}
         self.alpha = [reported.get(s.index, 0.0) for s in self.sites]
-        return RoundOutcome(
-            global_state=new_state,
-            alpha=self.alpha,
-            beta=self.beta_list(),
-            local_val_dice={k: r.metrics.get("local_val_dice") for k, r in replies.items()},
-            train_loss={k: r.metrics["train_loss"] for k, r in replies.items()},
-        )
+        return RoundOutcome.from_replies(new_state, self.alpha, replies, beta=self.beta_list())
 
     def _learn_beta(self, rnd: int, locals_: dict[int, ArrayDict], indices: list[int]) -> Exchange:
         setup = yield {

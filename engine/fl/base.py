@@ -41,6 +41,19 @@ class RoundOutcome:
     local_val_dice: dict[int, float | None] = dataclasses.field(default_factory=dict)
     train_loss: dict[int, float] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_replies(
+        cls, global_state: ArrayDict, alpha: list[float], replies: dict[int, Reply], beta: list[Any] | None = None
+    ) -> RoundOutcome:
+        """Collect the sites' training metrics from their ``train`` replies."""
+        return cls(
+            global_state=global_state,
+            alpha=alpha,
+            beta=beta,
+            local_val_dice={k: r.metrics.get("local_val_dice") for k, r in replies.items()},
+            train_loss={k: r.metrics["train_loss"] for k, r in replies.items()},
+        )
+
 
 class SiteLogic:
     """What a site does with each message kind (runs where the site's data is).
@@ -137,12 +150,7 @@ class Strategy:
         weights = normalise(self.aggregation_weights(replies))
         self.alpha = [weights.get(site.index, 0.0) for site in self.sites]
         locals_ = {k: r.arrays["local"] for k, r in replies.items()}
-        return RoundOutcome(
-            global_state=weighted_average(locals_, weights),
-            alpha=self.alpha,
-            local_val_dice={k: r.metrics.get("local_val_dice") for k, r in replies.items()},
-            train_loss={k: r.metrics["train_loss"] for k, r in replies.items()},
-        )
+        return RoundOutcome.from_replies(weighted_average(locals_, weights), self.alpha, replies)
 
     def train_messages(self, rnd: int, global_state: ArrayDict) -> dict[int, Message]:
         return {s.index: Message(TRAIN, rnd, arrays={"global": global_state}) for s in self.sites}

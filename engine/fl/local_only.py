@@ -40,9 +40,4 @@ class LocalOnly(Strategy):
         }
         replies = yield messages
         self.alpha = []
-        return RoundOutcome(
-            global_state=global_state,
-            alpha=[],
-            local_val_dice={k: r.metrics.get("local_val_dice") for k, r in replies.items()},
-            train_loss={k: r.metrics["train_loss"] for k, r in replies.items()},
-        )
+        return RoundOutcome.from_replies(global_state, [], replies)

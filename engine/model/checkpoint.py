@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, ConfigError
 
 MODEL_CARD = "model.json"
 
@@ -130,7 +130,10 @@ def load_model(folder: str | Path) -> tuple[nn.Module, ModelCard]:
 
     folder = Path(folder)
     card = read_card(folder)
-    network = build_network(card.network, card.network_args)
+    try:
+        network = build_network(card.network, card.network_args)
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder / MODEL_CARD}: {exc}") from None
     state = load_tensors(folder / card.weights)
     try:
         network.load_state_dict(state, strict=True)

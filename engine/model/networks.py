@@ -60,6 +60,7 @@ def _segresnet(init_filters: int = 8, blocks_down: tuple[int, ...] = (1, 2, 2), 
         out_channels=OUT_CHANNELS,
         init_filters=init_filters,
         blocks_down=tuple(blocks_down),
+        blocks_up=(1,) * (len(blocks_down) - 1),  # one up-stage per down-sampling
         norm=norm,
     )
 

@@ -8,6 +8,7 @@ site's store, which over Flower lives on the site's own disk).
 from __future__ import annotations
 
 import json
+import math
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,9 +51,12 @@ def load_sites(site_dirs: Sequence[str | Path], config: RunConfig) -> list[SiteD
 
 def _check_patch(config: RunConfig) -> None:
     stride = total_stride(config.model.network, config.model.args)
-    bad = [p for p in config.data.patch_size if p % stride]
-    if bad:
-        raise ConfigError(f"data.patch_size: every side must be a multiple of the network's total stride {stride}, got {list(config.data.patch_size)}")
+    patch = list(config.data.patch_size)
+    if any(p % stride for p in patch):
+        raise ConfigError(f"data.patch_size: every side must be a multiple of the network's total stride {stride}, got {patch}")
+    if math.prod(p // stride for p in patch) < 2:
+        # a 1x1x1 bottleneck cannot be instance-normalised
+        raise ConfigError(f"data.patch_size: {patch} leaves a single voxel at the network's bottleneck; use at least {2 * stride} along one side")
 
 
 def simulate(

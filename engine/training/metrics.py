@@ -86,7 +86,7 @@ def wilcoxon_p(dice_a: Sequence[float], dice_b: Sequence[float]) -> float:
     a, b = np.asarray(dice_a, float), np.asarray(dice_b, float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
-    if a.size == 0 or np.allclose(a, b):
+    if a.size == 0 or np.array_equal(a, b):
         return 1.0
     return float(wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
 

@@ -32,15 +32,22 @@ def test_weighted_average_three_sites_several_tensors():
 
 
 def test_weighted_average_keeps_dtype_and_uses_float64_accumulation():
-    # three identical float16 states averaged with 1/3 each must give the state back;
-    # accumulating in float16 instead gives wrong last bits for many values
-    x = torch.linspace(0.1, 100, 2000).to(torch.float16)
-    w16 = torch.tensor(1 / 3, dtype=torch.float16)
-    assert not torch.equal((w16 * x + w16 * x) + w16 * x, x)  # the hazard is real
-    states = {k: {"h": x.clone()} for k in range(3)}
-    out = weighted_average(states, {0: 1 / 3, 1: 1 / 3, 2: 1 / 3})
+    # float16 states: the result must be the float16 rounding of the exact (float64) sum;
+    # accumulating in float16 rounds after every site and is off in the last bit for many values
+    xs = [
+        torch.linspace(0.1, 100, 2000).to(torch.float16),
+        torch.linspace(100, 0.3, 2000).to(torch.float16),
+        torch.linspace(3, 50, 2000).to(torch.float16),
+    ]
+    w = [0.1, 0.2, 0.7]
+    exact = sum(wi * x.double() for wi, x in zip(w, xs)).to(torch.float16)
+    rounded_each_step = torch.zeros(2000, dtype=torch.float16)
+    for wi, x in zip(w, xs):
+        rounded_each_step += wi * x.double()
+    assert not torch.equal(rounded_each_step, exact)  # the hazard is real
+    out = weighted_average({k: {"h": x} for k, x in enumerate(xs)}, dict(enumerate(w)))
     assert out["h"].dtype == torch.float16
-    assert torch.equal(out["h"], x)
+    assert torch.equal(out["h"], exact)
 
 
 def test_weighted_average_does_not_modify_inputs():

@@ -44,6 +44,15 @@ from engine.training.losses import build_loss
 # helpers
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run fastest (and steadiest on a busy 2-core machine) single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_sites(*num_train: int) -> list[SiteInfo]:
     return [SiteInfo(index=i, name=f"site{i}", num_train=n) for i, n in enumerate(num_train)]
 
@@ -627,7 +636,7 @@ class TinyRuntime:
         self.progress_calls.append(args)
 
 
-def test_site_beta_gradient_matches_finite_differences(tmp_path):
+def test_site_beta_gradient_matches_finite_differences(tmp_path, one_thread):
     torch.manual_seed(0)
     args = {"channels": [4, 8], "strides": [2]}
     states = []
@@ -684,3 +693,33 @@ def test_site_without_cached_peer_model_refuses(tmp_path):
         site.handle(step)
     with pytest.raises(FederationError, match="cannot handle"):
         site.handle(Message("query.unknown", 2))
+
+
+def test_site_restarted_after_setup_uses_the_stored_peer_models(tmp_path, one_thread):
+    torch.manual_seed(1)
+    args = {"channels": [4, 8], "strides": [2]}
+    states = [{k: v.detach().clone() for k, v in build_network("unet", args).state_dict().items()} for _ in range(2)]
+    image = torch.rand(1, 1, 8, 8, 8)
+    label = (image > 0.6).float()
+    store_dir = tmp_path / "store"
+    params = AutoFedAvgParams(weights="softmax", beta_init=0.0)
+    rnd, me = 3, 0
+    step = Message(STEP, rnd, arrays={"beta": {"beta": f32(0.5, -0.5)}}, config={"sites": [0, 1], "step": 1, "steps": 1})
+
+    first = AutoFedAvgSite(params, TinyRuntime(me, build_network("unet", args), SiteStore(store_dir), (image, label)))
+    first.after_train(Message(TRAIN, rnd), states[me])
+    first.handle(Message(SETUP, rnd, arrays={"site.1": states[1]}, config={"sites": [0, 1]}))
+    grad_first = first.handle(step).arrays["beta"]["grad"]
+
+    # a new process: empty cache, same site store on disk
+    second = AutoFedAvgSite(params, TinyRuntime(me, build_network("unet", args), SiteStore(store_dir), (image, label)))
+    grad_second = second.handle(step).arrays["beta"]["grad"]
+    assert torch.equal(grad_first, grad_second)
+    assert float(grad_first.abs().sum()) > 0
+
+    # a setup from an older round does not count for this round
+    third = AutoFedAvgSite(params, TinyRuntime(me, build_network("unet", args), SiteStore(tmp_path / "other"), (image, label)))
+    third.after_train(Message(TRAIN, rnd), states[me])
+    third.handle(Message(SETUP, rnd - 1, arrays={"site.1": states[1]}, config={"sites": [0, 1]}))
+    with pytest.raises(FederationError, match="not cached"):
+        AutoFedAvgSite(params, third.runtime).handle(step)

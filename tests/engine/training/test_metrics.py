@@ -145,6 +145,17 @@ def test_wilcoxon_p_equals_scipy():
     assert 0.0 < wilcoxon_p(a, b) < 0.05  # a consistent shift is detected
 
 
+def test_wilcoxon_p_drops_zero_differences_like_scipy_default():
+    # three pairs are equal: scipy's default zero_method "wilcox" drops them (9 pairs remain)
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.5, 0.9, 12)
+    b = a + rng.normal(0.02, 0.03, 12)
+    b[[2, 5, 7]] = a[[2, 5, 7]]
+    expected = wilcoxon(a, b).pvalue
+    assert wilcoxon_p(a, b) == pytest.approx(expected, rel=1e-12)
+    assert wilcoxon_p(a, b) == pytest.approx(wilcoxon(np.delete(a, [2, 5, 7]), np.delete(b, [2, 5, 7])).pvalue, rel=1e-12)
+
+
 def test_wilcoxon_p_exact_small_sample_by_hand():
     # all 6 differences positive with distinct ranks: exact two-sided p = 2 / 2^6 = 0.03125
     a = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
