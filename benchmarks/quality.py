@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_all(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+def run_all(args: argparse.Namespace, on_result: Any = None) -> dict[str, list[dict[str, Any]]]:
     data_cfg = DataConfig(lesion_label=1, target_spacing=tuple(args.spacing), patch_size=tuple(args.patch))
     base = RunConfig(rounds=args.rounds, data=data_cfg, train=TrainConfig(lr=args.lr, local_steps=args.local_steps, device=args.device))
     t = time.perf_counter()
@@ -87,6 +87,8 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             results.setdefault(label, []).append(res)
             print(f"{label:<26} seed {seed}: global {fmt(res.get('global_test_avg'))} local avg {fmt(res['local_avg'])} "
                   f"local gen {fmt(res['local_gen'])} ({res['wall_time_s']:.0f} s)", flush=True)
+            if on_result is not None:
+                on_result(results)
             if not args.keep_runs:
                 shutil.rmtree(out / "site-state", ignore_errors=True)
                 shutil.rmtree(out / "checkpoint", ignore_errors=True)
@@ -151,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    results = run_all(args)
-    total = time.perf_counter() - t
+    results = run_all(args, on_result=lambda partial: write(args, argv, partial, time.perf_counter() - t, final=False))
+    write(args, argv, results, time.perf_counter() - t, final=True)
+    return 0
+
+
+def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, list[dict[str, Any]]], total: float, *, final: bool) -> None:
+    """Write table.md and results.json (after every run, so a stopped benchmark keeps its rows)."""
     command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     md = [
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Settings: sites {', '.join(args.sites)}; seeds {args.seeds}; {args.rounds} rounds x {args.local_steps} local steps "
         f"(batch 2, patch {args.patch}, spacing {args.spacing} mm, HU window [-160, 240]); Adam lr {args.lr}, betas (0.5, 0.99); "
         f"Dice loss; 3D U-Net 8-16-32-64; FedProx mu 0.001; Auto-FedAvg beta init 6, S = {args.beta_steps}, beta lr {args.beta_lr} (Adam), t0 = {args.t0}.",
-        f"Machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; total {total / 60:.1f} min.",
+        f"Machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; total {total / 60:.1f} min."
+        + ("" if final else f" **Partial: {sum(len(v) for v in results.values())} of {len(args.methods) * len(args.seeds)} runs done.**"),
         "",
         "Dice in %. Site columns: the selected global model (best mean validation Dice) on each site's test set, mean over seeds; "
         "global test avg: mean over sites, ± std over seeds; local avg / local gen: diagonal / off-diagonal mean of the K x K matrix "
@@ -175,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     (args.out / "table.md").write_text("\n".join(md))
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print("\n".join(md))
-    return 0
+    if final:
+        print("\n".join(md))
 
 
 if __name__ == "__main__":

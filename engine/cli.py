@@ -163,6 +163,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from engine.model.inference import predict_volume
     from engine.training.device import resolve_device
 
+    if Path(args.out).resolve() == Path(args.image).resolve():
+        raise ConfigError(f"{args.out}: --out is the input CT; choose another file so the image is not overwritten")
     network, card = load_model(args.model)
     volume = load_volume(args.image, series_uid=args.series)
     device = resolve_device(args.device)

@@ -201,7 +201,8 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     for key, raw in values.items():
         name = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(f"{name}: unknown setting{did_you_mean(key, known)}; known: {', '.join(known)}")
+            hint = f"known: {', '.join(known)}" if known else "this section takes no settings"
+            raise ConfigError(f"{name}: unknown setting{did_you_mean(key, known)}; {hint}")
         kwargs[key] = _coerce(hints[key], raw, name)
     return cls(**kwargs)
 

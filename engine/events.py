@@ -184,14 +184,17 @@ def count_lines(path: Path) -> int:
 
 
 def truncate_lines(path: Path, keep: int) -> None:
-    """Keep the first ``keep`` lines of ``path`` (used when resuming a run)."""
+    """Keep the first ``keep`` lines of ``path`` (used when resuming a run).
+
+    The file is cut in place, so a log already open for appending keeps writing to it.
+    """
     if not path.exists():
         return
-    with path.open("rb") as fh:
-        lines = fh.readlines()[:keep]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(b"".join(lines))
-    os.replace(tmp, path)
+    with path.open("r+b") as fh:
+        for _ in range(keep):
+            if not fh.readline():
+                break
+        fh.truncate(fh.tell())
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

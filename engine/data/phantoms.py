@@ -336,7 +336,10 @@ def make_demo_sites(out: Path, *, sites: int = 3, seed: int = 0) -> list[Path]:
     if int(sites) < 1:
         raise ValueError(f"sites: must be >= 1, got {sites}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, ...
+        raise SiteError(f"{out}: cannot create the demo sites folder ({exc.strerror or exc})") from None
     folders: list[Path] = []
     for i in range(int(sites)):
         params = phantom_site_params(seed, i)

@@ -75,6 +75,8 @@ def simulate(
 
 
 def _check_new_run(out_dir: Path, resume: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"{out_dir}: exists and is not a folder; choose another --out")
     if not resume and (out_dir / EVENTS).exists():
         raise CheckpointError(f"{out_dir}: already holds a run (use --resume {out_dir} to continue it, or another --out)")
 
@@ -97,7 +99,10 @@ def simulate_sites(
     if any(site.cfg != config.data for site in sites):
         raise ConfigError("simulate: the sites were prepared with other data settings than this run's")
     if not resume:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"{out_dir}: cannot create the run folder ({exc.strerror})") from None
         atomic_write_json(out_dir / RUN_FILE, {"sites": [str(s.dataset.root.resolve()) for s in sites], "config": config.to_dict()})
     log_writer = JsonlEventLog(out_dir / EVENTS)
     unsubscribe = bus.subscribe(log_writer)
