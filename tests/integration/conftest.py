@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from engine.config import DataConfig, EvalConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
 from engine.data.phantoms import make_demo_sites
@@ -83,19 +82,6 @@ class Run:
     def results(self) -> dict[str, Any]:
         return json.loads((self.out / "results.json").read_text())
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Run the integration tests on one intra-op thread.
-
-    On a small, shared CPU (two cores, other jobs running) OpenMP's worker threads spin
-    against each other: a tiny run takes 5-40 s with two threads and ~1 s with one. The
-    previous setting is restored when the session ends.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

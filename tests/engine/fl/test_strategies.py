@@ -44,14 +44,6 @@ from engine.training.losses import build_loss
 # helpers
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run fastest (and steadiest on a busy 2-core machine) single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_sites(*num_train: int) -> list[SiteInfo]:
     return [SiteInfo(index=i, name=f"site{i}", num_train=n) for i, n in enumerate(num_train)]
@@ -636,7 +628,7 @@ class TinyRuntime:
         self.progress_calls.append(args)
 
 
-def test_site_beta_gradient_matches_finite_differences(tmp_path, one_thread):
+def test_site_beta_gradient_matches_finite_differences(tmp_path):
     torch.manual_seed(0)
     args = {"channels": [4, 8], "strides": [2]}
     states = []
@@ -695,7 +687,7 @@ def test_site_without_cached_peer_model_refuses(tmp_path):
         site.handle(Message("query.unknown", 2))
 
 
-def test_site_restarted_after_setup_uses_the_stored_peer_models(tmp_path, one_thread):
+def test_site_restarted_after_setup_uses_the_stored_peer_models(tmp_path):
     torch.manual_seed(1)
     args = {"channels": [4, 8], "strides": [2]}
     states = [{k: v.detach().clone() for k, v in build_network("unet", args).state_dict().items()} for _ in range(2)]

@@ -12,13 +12,6 @@ from engine.simulation.runner import _check_patch
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def run(network: torch.nn.Module, side: int) -> torch.Tensor:
     network.eval()

@@ -15,14 +15,6 @@ CPU = torch.device("cpu")
 TINY = {"channels": [4, 8], "strides": [2]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest (and steadiest on a busy 2-core machine) single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_net(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
