@@ -20,7 +20,7 @@ from engine.errors import ConfigError, FedSegError
 EXIT_USER_ERROR = 2
 DEMO_ROUNDS = 5
 DEMO_LOCAL_STEPS = 20
-DEMO_LR = 1e-3  # CPU-sized demo: few steps per round, so a larger step than the paper's 1e-4
+DEMO_LR = 3e-3  # CPU-sized demo: 100 local steps in all, so a larger step than the paper's 1e-4
 DEMO_BETA_STEPS = 5
 
 
