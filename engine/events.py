@@ -160,10 +160,6 @@ class JsonlEventLog:
     def close(self) -> None:
         self._fh.close()
 
-    @property
-    def lines(self) -> int:
-        return count_lines(self.path)
-
 
 def finite(value: Any) -> Any:
     """Replace NaN/Inf floats by ``None`` so that the JSON stays standard."""

@@ -25,7 +25,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.errors import CheckpointError, FederationError
-from engine.events import EventBus, RoundFinished, RoundStarted, RunFinished, RunStarted, RunWarning, truncate_lines
+from engine.events import EventBus, RoundFinished, RoundStarted, RunFinished, RunStarted, RunWarning, count_lines, finite, truncate_lines
 from engine.fl.base import RoundOutcome, Strategy
 from engine.fl.protocol import ArrayDict, Exchange, Message, Reply, Transport, payload_bytes
 from engine.fl.site import SiteInfo
@@ -232,7 +232,7 @@ class Coordinator:
             "evaluation_bytes": self.state.traffic.eval_bytes,
         }
         results["wall_time_s"] = wall
-        atomic_write_json(self.out_dir / RESULTS, _json_ready(results))
+        atomic_write_json(self.out_dir / RESULTS, finite(results))
         return results
 
     def _card(self, rnd: int | None, selected_by: str) -> ModelCard:
@@ -258,8 +258,6 @@ class Coordinator:
             save_tensors(folder / f"best.r{rnd:05d}.safetensors", self.state.best_state)
         tensors, meta = self.strategy.state_dict()
         save_tensors(folder / f"strategy.r{rnd:05d}.safetensors", tensors or {"empty": torch.zeros(0)})
-        from engine.events import count_lines
-
         traffic = self.state.traffic
         atomic_write_json(
             folder / "state.json",
@@ -306,9 +304,3 @@ class Coordinator:
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
     keys = ("algorithm", "global_test_avg", "local_avg", "local_gen", "dice_small", "dice_large", "best_round", "wall_time_s")
     return {k: results.get(k) for k in keys} | {"per_site_test_dice": results.get("per_site_test_dice")}
-
-
-def _json_ready(value: Any) -> Any:
-    from engine.events import finite
-
-    return finite(value)

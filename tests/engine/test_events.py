@@ -95,7 +95,7 @@ def test_jsonl_log_writes_one_object_per_line(tmp_path):
     log(RoundStarted(round=1, rounds=2))
     log(BetaStep(round=1, step=1, beta=[6.1, 5.9]))
     log(RunWarning(message="x"))
-    assert log.lines == 3
+    assert count_lines(log.path) == 3
     log.close()
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3
