@@ -179,24 +179,12 @@ def run_bare(
     loss_fn = DiceLoss(to_onehot_y=True, softmax=True, include_background=False)
     network.train()
     optimizer = torch.optim.Adam(network.parameters(), lr=lr, betas=betas)
-    if not amp:
-        for image, label in batches:
-            image, label = image.to(device), label.to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(network(image), label)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
-            if record is not None:
-                record.append(value)
-            if stamps is not None:
-                stamps.append(time.perf_counter())
-        return
-    scaler = torch.amp.GradScaler(device.type)
+    # torch's AMP recipe; with enabled=False autocast and the scaler are pass-throughs
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
     for image, label in batches:
         image, label = image.to(device), label.to(device)
         optimizer.zero_grad()
-        with torch.autocast(device_type=device.type, dtype=torch.float16):
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             loss = loss_fn(network(image), label)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

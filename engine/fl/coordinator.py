@@ -86,12 +86,13 @@ class Coordinator:
     # -- messages ----------------------------------------------------------------------
     def _exchange(self, messages: dict[int, Message], *, protocol: bool) -> dict[int, Reply]:
         replies = self.transport.exchange(messages)
-        moved = sum(m.nbytes for m in messages.values()) + sum(r.nbytes for r in replies.values())
+        down = sum(m.nbytes for m in messages.values())
+        up = sum(r.nbytes for r in replies.values())
         if protocol:
-            self.state.traffic.down += sum(m.nbytes for m in messages.values())
-            self.state.traffic.up += sum(r.nbytes for r in replies.values())
+            self.state.traffic.down += down
+            self.state.traffic.up += up
         else:
-            self.state.traffic.eval_bytes += moved
+            self.state.traffic.eval_bytes += down + up
         return replies
 
     def _drive(self, exchange: Exchange) -> tuple[Any, int, int, set[int]]:

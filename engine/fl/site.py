@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from engine.config import RunConfig
 from engine.data.loader import SiteData
@@ -75,8 +76,6 @@ class SiteStore:
         if not versions:
             return None
         rnd, path = versions[-1]
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
         return load_tensors(path), meta, rnd

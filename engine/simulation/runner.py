@@ -68,17 +68,19 @@ def simulate(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` over the sites in ``site_dirs`` and write artefacts to ``out_dir``."""
-    _check_patch(config)
-    resolve_device(config.train.device)  # fail before the (slow) loading
-    _check_new_run(Path(out_dir), resume)
+    _preflight(config, Path(out_dir), resume)  # fail before the (slow) loading
     return simulate_sites(load_sites(site_dirs, config), config, out_dir, bus=bus, resume=resume)
 
 
-def _check_new_run(out_dir: Path, resume: bool) -> None:
+def _preflight(config: RunConfig, out_dir: Path, resume: bool) -> torch.device:
+    """Every check that needs no data: patch size, device, run folder. Returns the device."""
+    _check_patch(config)
+    device = resolve_device(config.train.device)
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"{out_dir}: exists and is not a folder; choose another --out")
     if not resume and (out_dir / EVENTS).exists():
         raise CheckpointError(f"{out_dir}: already holds a run (use --resume {out_dir} to continue it, or another --out)")
+    return device
 
 
 def simulate_sites(
@@ -93,9 +95,7 @@ def simulate_sites(
     many runs; the cases must have been prepared with ``config.data``)."""
     out_dir = Path(out_dir)
     bus = bus or EventBus()
-    _check_patch(config)
-    device = resolve_device(config.train.device)
-    _check_new_run(out_dir, resume)
+    device = _preflight(config, out_dir, resume)
     if any(site.cfg != config.data for site in sites):
         raise ConfigError("simulate: the sites were prepared with other data settings than this run's")
     if not resume:

@@ -42,6 +42,16 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     nib.save(img, str(path))
     return path
 
+def _written_nifti_mask(mask_path: Path, image: Path, array: np.ndarray) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The written mask, after checking it has exactly the source CT's shape and affine."""
+    written = nib.load(str(mask_path))
+    mask = np.asarray(written.dataobj)
+    source = nib.load(str(image))
+    assert mask.shape == source.shape == array.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    return mask, source
+
+
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
     a = np.deg2rad(degrees)
@@ -94,11 +104,7 @@ def test_predict_permuted_flipped_nifti(model: Path, ct: tuple[np.ndarray, np.nd
     array, affine = _reorder(ct[0], ct[1], axes=(2, 0, 1), flip=1)
     image = _save_nifti(array, affine, tmp_path / "permuted.nii.gz")
     ml, voxels = _predict(model, image, tmp_path / "mask.nii.gz", capsys)
-    written = nib.load(str(tmp_path / "mask.nii.gz"))
-    mask = np.asarray(written.dataobj)
-    source = nib.load(str(image))
-    assert mask.shape == source.shape == array.shape
-    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    mask, source = _written_nifti_mask(tmp_path / "mask.nii.gz", image, array)
     expected, _ = _reorder(reference_mask, ct[1], axes=(2, 0, 1), flip=1)
     np.testing.assert_array_equal(mask, expected)
     assert voxels == int(mask.sum())
@@ -111,11 +117,7 @@ def test_predict_oblique_permuted_nifti(model: Path, ct: tuple[np.ndarray, np.nd
     oblique[:3, :] = _rotation(2, 20.0) @ _rotation(0, 10.0) @ affine[:3, :]
     image = _save_nifti(array, oblique, tmp_path / "oblique.nii.gz")
     ml, voxels = _predict(model, image, tmp_path / "mask.nii", capsys)
-    written = nib.load(str(tmp_path / "mask.nii"))
-    mask = np.asarray(written.dataobj)
-    source = nib.load(str(image))
-    assert mask.shape == source.shape == array.shape
-    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    mask, source = _written_nifti_mask(tmp_path / "mask.nii", image, array)
     assert set(np.unique(mask).tolist()) <= {0, 1}
     assert voxels == int(mask.sum())
     voxel_ml = abs(np.linalg.det(source.affine[:3, :3])) / 1000.0
