@@ -74,6 +74,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("algorithms", help="list the federated strategies")
 
+    certs = sub.add_parser("certs", help="make a CA and the coordinator's TLS certificate")
+    certs.add_argument("out", metavar="OUT", help="folder for ca.pem, ca.key, server.pem, server.key")
+    certs.add_argument("--host", nargs="+", required=True, metavar="NAME", help="names/addresses sites use to reach the coordinator")
+    certs.add_argument("--force", action="store_true", help="replace existing files")
+
+    key = sub.add_parser("site-key", help="make a site's key pair (OUT and OUT.pub)")
+    key.add_argument("out", metavar="OUT")
+    key.add_argument("--force", action="store_true", help="replace existing files")
+
+    server = sub.add_parser("server", help="host a federation: SuperLink + the configured strategy")
+    server.add_argument("--config", metavar="TOML", help="run configuration with a [federation] section")
+    server.add_argument("--out", metavar="DIR", help="run folder (default: run/ beside the config); the same folder resumes")
+    server_sub = server.add_subparsers(dest="server_command", metavar="ACTION", parser_class=_Parser)
+    register = server_sub.add_parser("register", help="register a site's public key (KEY.pub)")
+    register.add_argument("key", metavar="KEY.pub")
+    register.add_argument("--config", dest="register_config", metavar="TOML")
+
+    site = sub.add_parser("site", help="join a federation with a local site folder")
+    site.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    site.add_argument("--data", required=True, metavar="SITE_DIR")
+    site.add_argument("--ca", required=True, metavar="CA.pem")
+    site.add_argument("--key", required=True, metavar="SITE.key", help="private key from fedseg site-key (SITE.key.pub beside it)")
+    site.add_argument("--name", help="site name shown to the federation (default: the folder name)")
+    site.add_argument("--work-dir", metavar="DIR", help="site state and logs (default ~/.fedseg/sites/NAME)")
+    site.add_argument("--allow-model-sharing", action="store_true", help="accept runs that send this site other sites' models (Auto-FedAvg)")
+    site.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; lower it when sites share a machine)")
+
+    demo_fl = sub.add_parser("demo", help="a whole federation on this machine over Flower (3 phantom sites)")
+    demo_fl.add_argument("--headless", action="store_true", help="terminal progress (the desktop app is not built yet)")
+    demo_fl.add_argument("--algorithm", default="auto-fedavg")
+    demo_fl.add_argument("--rounds", type=int, default=DEMO_ROUNDS)
+    demo_fl.add_argument("--out", metavar="DIR", help="default runs/flower-demo-<time>")
+
     check = sub.add_parser("check-site", help="validate a site folder and print a report")
     check.add_argument("path", metavar="PATH")
     check.add_argument("--lesion-label", type=int, default=1)
@@ -174,6 +207,82 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_folder_path(config_path: str | None, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() or not config_path else Path(config_path).parent / path
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from engine.federation.pki import make_certificates
+
+    certs = make_certificates(args.out, args.host, overwrite=args.force)
+    _print(f"wrote {certs.ca} (give it to every site), {certs.server_cert} and {certs.server_key}; keep {certs.folder / 'ca.key'} offline")
+    return 0
+
+
+def cmd_site_key(args: argparse.Namespace) -> int:
+    from engine.federation.pki import make_site_key
+
+    private, public = make_site_key(args.out, overwrite=args.force)
+    _print(f"wrote {private} (stays at the site) and {public} (send it to the coordinator)")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from engine.config import RunConfig, load_config
+    from engine.console import ConsoleProgress
+    from engine.federation.server import ServerSession, add_site_key
+
+    config_path = args.register_config if args.server_command == "register" and args.register_config else args.config
+    cfg = load_config(config_path) if config_path else RunConfig()
+    keys = _config_folder_path(config_path, cfg.federation.site_keys)
+    if args.server_command == "register":
+        target = add_site_key(args.key, keys)
+        _print(f"registered {target}; it takes effect when the server (re)starts")
+        return 0
+    out = Path(args.out) if args.out else _config_folder_path(config_path, "run")
+    session = ServerSession(cfg, out, _config_folder_path(config_path, cfg.federation.certificates), keys)
+    try:
+        session.start()
+        _print(f"coordinator listening on {cfg.federation.host}:{cfg.federation.port}; waiting for {cfg.federation.sites} sites")
+        session.start_run()
+        session.follow(ConsoleProgress())
+    finally:
+        session.stop()
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from engine.federation.site import SiteSettings, run_site, validate
+
+    settings = SiteSettings.make(
+        args.superlink, args.data, args.ca, args.key, name=args.name, work_dir=args.work_dir, allow_model_sharing=args.allow_model_sharing
+    )
+    validate(settings)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    _print(f"site {settings.name}: {settings.data} is valid; joining {settings.superlink} (Ctrl-C to leave)")
+    code = run_site(settings)
+    _print(f"site {settings.name}: stopped")
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.config import RunConfig, StrategyConfig, TrainConfig
+    from engine.console import ConsoleProgress
+    from engine.federation.demo import run_demo
+    from engine.fl import STRATEGIES
+
+    STRATEGIES.get(args.algorithm)
+    params = {"beta_steps": DEMO_BETA_STEPS} if args.algorithm == "auto-fedavg" else {}
+    cfg = RunConfig(rounds=args.rounds, train=TrainConfig(local_steps=DEMO_LOCAL_STEPS, lr=DEMO_LR), strategy=StrategyConfig(args.algorithm, params))
+    out = Path(args.out or f"runs/flower-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_demo(cfg, out, ConsoleProgress(), say=_print)
+    return 0
+
+
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from engine.fl import STRATEGIES
 
@@ -213,6 +322,11 @@ COMMANDS = {
     "predict": cmd_predict,
     "algorithms": cmd_algorithms,
     "check-site": cmd_check_site,
+    "certs": cmd_certs,
+    "site-key": cmd_site_key,
+    "server": cmd_server,
+    "site": cmd_site,
+    "demo": cmd_demo,
     "make-demo-sites": cmd_make_demo_sites,
 }
 

@@ -158,6 +158,37 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    """How a Flower run waits for sites (``fedseg server``; ignored by ``simulate``).
+
+    ``sites`` sites must join before round 1. A round waits for every addressed site up
+    to ``reply_timeout_s``; after that it goes on with the replies it has if at least
+    ``min_sites`` answered (weights renormalised over them), else it re-sends to the
+    missing sites and keeps waiting. ``host``/``port``: where the SuperLink listens;
+    ``certificates``: a folder made by ``fedseg certs`` (ca.pem, server.pem, server.key);
+    ``site_keys``: a folder of registered site public keys (``*.pub``). Relative paths are
+    resolved against the config file's folder.
+    """
+
+    sites: int = 3
+    min_sites: int = 2
+    reply_timeout_s: float = 600.0
+    host: str = "0.0.0.0"
+    port: int = 9092
+    certificates: str = "certificates"
+    site_keys: str = "site-keys"
+
+    def __post_init__(self) -> None:
+        if self.sites < 1:
+            raise ConfigError(f"federation.sites: must be >= 1, got {self.sites}")
+        if not 1 <= self.min_sites <= self.sites:
+            raise ConfigError(f"federation.min_sites: must be in 1..federation.sites ({self.sites}), got {self.min_sites}")
+        _positive("federation.reply_timeout_s", self.reply_timeout_s)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"federation.port: must be a TCP port (1..65535), got {self.port}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs besides the site folders."""
 
@@ -168,6 +199,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

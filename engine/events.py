@@ -7,6 +7,7 @@ so that any finished run can be replayed into the plots. ``type`` is the JSON ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -206,3 +207,43 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 log.warning("%s: skipping a torn line", path)
     return events
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (RunStarted, RoundStarted, SiteProgress, BetaStep, RoundFinished, RunWarning, RunFinished, RunFailed)
+}
+
+
+def event_from_dict(values: dict[str, Any]) -> Event | None:
+    """The event a line of ``events.jsonl`` holds (None for an unknown type: newer writer)."""
+    cls = EVENT_TYPES.get(values.get("type", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class EventTail:
+    """Follows a growing ``events.jsonl`` (another process writes it): :meth:`poll`
+    returns the events of the complete lines added since the last call."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+
+    def poll(self) -> list[Event]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1  # only whole lines: the writer may be mid-line
+        self._offset += end
+        events = []
+        for line in chunk[:end].splitlines():
+            if line.strip():
+                event = event_from_dict(json.loads(line))
+                if event is not None:
+                    events.append(event)
+        return events

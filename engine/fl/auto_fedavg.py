@@ -3,10 +3,10 @@
 Algorithm 1 of the paper: every round each site trains locally (FedAvg); every ``t0``
 rounds a weight-learning phase then fits beta with the sites' models held fixed:
 
-1. ``query.learn_beta.setup`` sends each site the K-1 *other* local models, once per
+1. ``query.learn_beta_setup`` sends each site the K-1 *other* local models, once per
    phase; the site caches them on its own disk (privacy: see ``docs``; this is the
    protocol's one departure from FedAvg's traffic, (K-1)/(2 t0) extra).
-2. ``query.learn_beta.step`` x S: the server sends beta; each site draws alpha from
+2. ``query.learn_beta_step`` x S: the server sends beta; each site draws alpha from
    gamma(beta) (Dirichlet ``rsample`` or softmax), merges sum_j alpha_j w_j with
    ``torch.func.functional_call`` so that autograd reaches beta only, computes the
    training loss (Dice) on a minibatch of its *own* training patches, and returns
@@ -41,8 +41,8 @@ from engine.fl.protocol import ArrayDict, Exchange, Message, Reply
 from engine.fl.registry import register
 from engine.registry import check_choice
 
-SETUP = "query.learn_beta.setup"
-STEP = "query.learn_beta.step"
+SETUP = "query.learn_beta_setup"  # Flower message types are "<category>.<action>"
+STEP = "query.learn_beta_step"
 NETWORK = "network"
 LAYER = "layer"
 BETA_FLOOR = 1.0 + 1e-3
@@ -154,6 +154,7 @@ class AutoFedAvg(Strategy):
     summary = "Auto-FedAvg: aggregation weights learned by the sites (Dirichlet/softmax, network/layer)"
     Params = AutoFedAvgParams
     site_logic = AutoFedAvgSite
+    shares_models = True
 
     def __init__(self, params: AutoFedAvgParams, sites: list) -> None:
         super().__init__(params, sites)
@@ -232,6 +233,18 @@ class AutoFedAvg(Strategy):
             self._apply_step(indices, [r.arrays["beta"]["grad"] for r in replies.values()])
             self.emit(BetaStep(round=rnd, step=step, beta=self.beta_list() or []))
         return indices
+
+    def check_reply(self, message: Message, reply: Reply, model: ArrayDict) -> str | None:
+        problem = super().check_reply(message, reply, model)
+        if problem is not None or message.kind != STEP:
+            return problem
+        grad = reply.arrays.get("beta", {}).get("grad")
+        expected = list(message.arrays["beta"]["beta"].shape)
+        if grad is None:
+            return "no beta gradient"
+        if list(grad.shape) != expected:
+            return f"beta gradient has shape {list(grad.shape)}, expected {expected}"
+        return None
 
     def _layerwise_average(self, locals_: dict[int, ArrayDict], indices: list[int], alpha: torch.Tensor) -> ArrayDict:
         assert self.groups is not None

@@ -104,7 +104,10 @@ class SiteLogic:
         return message.arrays["model"]
 
     def on_evaluate(self, message: Message) -> Reply:
-        cases = self.runtime.evaluate(message.config["split"], self.evaluation_weights(message))
+        split = message.config["split"]
+        cases = self.runtime.evaluate(split, self.evaluation_weights(message))
+        # Case ids can be patient identifiers: only the position in the split leaves the site.
+        cases = [dataclasses.replace(c, case_id=f"{split}-{i:03d}") for i, c in enumerate(cases)]
         return Reply(
             metrics={"dice": mean_or_none([c.dice for c in cases]), "cases": [c.to_dict() for c in cases]},
             num_examples=len(cases),
@@ -118,6 +121,22 @@ class SiteLogic:
         return Reply(arrays={"model": state}, metrics={"val_dice": meta["val_dice"], "round": meta["round"]})
 
 
+def same_layout(group: str, got: ArrayDict | None, template: ArrayDict) -> str | None:
+    """Why ``got`` is not a model shaped like ``template`` (None when it is)."""
+    if got is None:
+        return f"no '{group}' model"
+    missing = sorted(set(template) - set(got))
+    if missing:
+        return f"'{group}' lacks tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    extra = sorted(set(got) - set(template))
+    if extra:
+        return f"'{group}' has unexpected tensor {extra[0]}"
+    for name, ref in template.items():
+        if tuple(got[name].shape) != tuple(ref.shape):
+            return f"'{group}' tensor {name} has shape {list(got[name].shape)}, expected {list(ref.shape)}"
+    return None
+
+
 class Strategy:
     """The server half of an algorithm. Subclasses set ``name``/``summary`` and override
     as little as possible; :attr:`Params` is a frozen dataclass of hyperparameters whose
@@ -128,6 +147,8 @@ class Strategy:
     Params: ClassVar[type] = NoParams
     site_logic: ClassVar[type[SiteLogic]] = SiteLogic
     has_global_model: ClassVar[bool] = True
+    #: whether the protocol sends a site other sites' models (a site must consent)
+    shares_models: ClassVar[bool] = False
 
     def __init__(self, params: Any, sites: list[SiteInfo]) -> None:
         self.params = params
@@ -164,6 +185,25 @@ class Strategy:
 
     def best_local_messages(self, rnd: int) -> dict[int, Message]:
         return {s.index: Message(QUERY_BEST_LOCAL, rnd) for s in self.sites}
+
+    # -- what a reply must hold ---------------------------------------------------------------
+    def check_reply(self, message: Message, reply: Reply, model: ArrayDict) -> str | None:
+        """Why ``reply`` to ``message`` cannot be used, or None when it can.
+
+        A reply that fails is dropped (the round goes on without that site): every
+        tensor must be finite, and a returned model must have exactly the names and
+        shapes of ``model`` (the current global model). Strategies with other replies
+        extend this.
+        """
+        for group, tensors in reply.arrays.items():
+            for name, tensor in tensors.items():
+                if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+                    return f"{group}/{name} holds NaN or Inf"
+        if message.kind == TRAIN:
+            return same_layout("local", reply.arrays.get("local"), model)
+        if message.kind == QUERY_BEST_LOCAL:
+            return same_layout("model", reply.arrays.get("model"), model)
+        return None
 
     # -- checkpoint -------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

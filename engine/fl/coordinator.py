@@ -30,7 +30,7 @@ from engine.fl.base import RoundOutcome, Strategy
 from engine.fl.protocol import ArrayDict, Exchange, Message, Reply, Transport, payload_bytes
 from engine.fl.site import SiteInfo
 from engine.model.checkpoint import ModelCard, atomic_write_json, load_tensors, save_model, save_tensors
-from engine.model.networks import network_args
+from engine.model.networks import build_network, network_args
 from engine.training.metrics import CaseResult, local_matrix_metrics, mean_or_none, summarize_cases
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Coordinator:
 
     # -- messages ----------------------------------------------------------------------
     def _exchange(self, messages: dict[int, Message], *, protocol: bool) -> dict[int, Reply]:
-        replies = self.transport.exchange(messages)
+        replies = self._accepted(messages, self.transport.exchange(messages))
         down = sum(m.nbytes for m in messages.values())
         up = sum(r.nbytes for r in replies.values())
         if protocol:
@@ -94,6 +94,20 @@ class Coordinator:
         else:
             self.state.traffic.eval_bytes += down + up
         return replies
+
+    def _accepted(self, messages: dict[int, Message], replies: dict[int, Reply]) -> dict[int, Reply]:
+        """Drop the replies the strategy cannot use, with the reason in the event log."""
+        names = {s.index: s.name for s in self.sites}
+        kept = {}
+        for k, reply in replies.items():
+            problem = self.strategy.check_reply(messages[k], reply, self.state.global_state)
+            if problem is None:
+                kept[k] = reply
+                continue
+            text = f"round {messages[k].round}: rejected the '{messages[k].kind}' reply of site {names[k]}: {problem}"
+            log.warning(text)
+            self.bus.emit(RunWarning(message=text, site=names[k]))
+        return kept
 
     def _drive(self, exchange: Exchange) -> tuple[Any, int, int, set[int]]:
         """Run a strategy generator to completion; return its value, the bytes it moved
@@ -300,6 +314,14 @@ class Coordinator:
         tensors.pop("empty", None)
         self.strategy.load_state_dict(tensors, saved["strategy"])
         log.info("resuming %s after round %d", self.out_dir, rnd)
+
+
+def initial_global_state(config: RunConfig) -> ArrayDict:
+    """The round-0 global model: the configured network initialised with the run's seed
+    (identical in every runner, which the Flower/simulation equivalence relies on)."""
+    torch.manual_seed(config.seed)
+    network = build_network(config.model.network, config.model.args)
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:

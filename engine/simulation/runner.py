@@ -22,10 +22,10 @@ from engine.data.site import SiteDataset
 from engine.errors import CheckpointError, ConfigError, SiteError
 from engine.events import EventBus, JsonlEventLog, RunFailed
 from engine.fl import build_strategy
-from engine.fl.coordinator import EVENTS, Coordinator
+from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state
 from engine.fl.site import SiteRuntime
 from engine.model.checkpoint import atomic_write_json
-from engine.model.networks import build_network, total_stride
+from engine.model.networks import total_stride
 from engine.simulation.transport import InProcessTransport
 from engine.training.device import resolve_device
 
@@ -114,9 +114,7 @@ def simulate_sites(
         infos = [rt.info for rt in runtimes]
         strategy = build_strategy(config.strategy.name, dict(config.strategy.params), infos)
         logics = {rt.index: strategy.site_logic(strategy.params, rt) for rt in runtimes}
-        torch.manual_seed(config.seed)
-        initial = {k: v.detach().clone() for k, v in build_network(config.model.network, config.model.args).state_dict().items()}
-        coordinator = Coordinator(config, strategy, InProcessTransport(logics), infos, out_dir, bus, initial)
+        coordinator = Coordinator(config, strategy, InProcessTransport(logics), infos, out_dir, bus, initial_global_state(config))
         return coordinator.run(resume=resume)
     except Exception as exc:
         bus.emit(RunFailed(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

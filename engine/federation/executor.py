@@ -1,0 +1,103 @@
+"""A persistent ClientApp executor: one process answers every message of a site.
+
+By default a Flower SuperNode starts ``flower-superexec``, which launches a fresh
+``flwr-clientapp`` process per message: Python, torch and MONAI are imported and the
+site's cases preprocessed again for every message (seconds each, minutes per round for
+Auto-FedAvg's beta steps). With ``flower-supernode --isolation process`` the SuperNode
+leaves task execution to an outside process; this is that process. It speaks the
+SuperNode's Runtime API exactly as ``flower-superexec`` + ``flwr-clientapp`` do
+(AcquireTask -> PullTaskInput -> PushMessages -> PushTaskOutput, with task heartbeats),
+but runs the ClientApp in-process, so the :class:`~engine.federation.client_app.SiteService`
+and everything it holds survive between messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flwr.app import Error, Message as FlowerMessage
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+from engine.errors import FedSegError
+from engine.federation import client_app
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL_S = 0.005  # right after a task: the next message of an exchange is near
+MAX_POLL_S = 0.25  # idle: a loopback call four times a second costs nothing
+
+
+def _client(address: str, *interceptors) -> RuntimeHttpClient:
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,  # the Runtime API listens on loopback only
+        root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), *interceptors],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+def run_one_task(address: str, token: str) -> str:
+    """Pull the task's message, answer it with the ClientApp, push the reply. Returns the
+    message type handled."""
+    client = _client(address, RuntimeTokenHttpInterceptor(token))
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    context = None
+    status, details = SubStatus.FAILED, "ClientApp task failed"
+    try:
+        message, context, _run, _fab = pull_task_input(client)
+        kind = message.metadata.message_type
+        try:
+            reply = client_app.app(message=message, context=context)
+            status, details = SubStatus.COMPLETED, ""
+        except FedSegError as exc:  # a refusal or a site problem: one clear line to the server
+            log.error("%s: %s", kind, exc)
+            reply = FlowerMessage(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(exc)), reply_to=message)
+            details = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the server, the site stays up
+            log.exception("%s failed", kind)
+            reply = FlowerMessage(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+            details = str(exc)
+        push_message(client, reply, context)
+        return kind
+    finally:
+        push_task_output(client, context, status, details)
+        if heartbeat.is_running:
+            heartbeat.stop()
+        client.close()
+
+
+def serve(address: str, stop: threading.Event | None = None) -> None:
+    """Answer tasks from the SuperNode's Runtime API at ``address`` until ``stop`` is set."""
+    stop = stop or threading.Event()
+    client = _client(address)
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    poll = FIRST_POLL_S
+    try:
+        while not stop.is_set():
+            try:
+                response = client.AcquireTask(request)
+            except Exception as exc:  # noqa: BLE001 - the SuperNode may still be starting
+                log.debug("AcquireTask: %s", exc)
+                stop.wait(0.5)
+                continue
+            if response.HasField("task") and response.token:
+                started = time.perf_counter()
+                kind = run_one_task(address, response.token)
+                log.info("answered %s in %.2f s", kind, time.perf_counter() - started)
+                poll = FIRST_POLL_S
+            else:
+                stop.wait(poll)
+                poll = min(MAX_POLL_S, poll * 2)
+    finally:
+        client.close()
