@@ -67,6 +67,7 @@ class BetaStep(Event):
     round: int
     step: int
     beta: list[Any]
+    seconds: float | None = None  # wall time of the step's exchange (send beta .. last reply)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the project's own virtual environment (idempotent), then run the demo or the tests.
-#   bash scripts/dev.sh demo [fedseg simulate options]   # K=3 phantom sites, live progress
+#   bash scripts/dev.sh demo [fedseg demo options]   # 3 phantom sites over a loopback Flower federation
 #   bash scripts/dev.sh test [pytest options]
 # torch==2.13.0 is installed before anything that depends on torch: on a CPU-only machine
 # that picks the local CPU wheel instead of several GB of CUDA packages.
@@ -27,7 +27,7 @@ task=${1:-}
 shift || true
 case "$task" in
   demo)
-    exec "$venv/bin/fedseg" simulate --demo 3 "$@"
+    exec "$venv/bin/fedseg" demo --headless "$@"
     ;;
   test)
     exec "$venv/bin/python" -m pytest "$@"

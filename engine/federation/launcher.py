@@ -119,6 +119,15 @@ class ManagedProcess:
         self._log.close()
         return self.popen.returncode
 
+    def last_error(self) -> str | None:
+        """The last line of the log that says what failed (Flower's exit messages)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        found = [line.strip() for line in lines if "[code:" in line or line.startswith("Failed")]
+        return found[-1] if found else None
+
     def kill(self) -> None:
         """Like a crash or a power cut: no clean-up at all (fault tests)."""
         if self.alive:
@@ -152,7 +161,6 @@ def start_supernode(
     superlink: str,
     ca: Path,
     private_key: Path,
-    public_key: Path,
     node_config: dict[str, Any],
     runtime_port: int,
     log_path: Path,
@@ -165,7 +173,6 @@ def start_supernode(
         "--superlink", superlink,
         "--root-certificates", str(ca),
         "--auth-supernode-private-key", str(private_key),
-        "--auth-supernode-public-key", str(public_key),
         "--isolation", "process",
         "--host", "127.0.0.1",
         "--port", str(runtime_port),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -153,7 +154,7 @@ def read_public_key(path: str | Path) -> bytes:
         raise ConfigError(f"{path}: cannot read the site key ({exc.strerror})") from None
     try:
         key = serialization.load_ssh_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(f"{path}: not an OpenSSH public key ({exc}); make one with `fedseg site-key`") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(f"{path}: not an EC public key; make one with `fedseg site-key`")

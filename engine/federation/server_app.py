@@ -131,7 +131,10 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
             warn=warn,
         )
         coordinator = Coordinator(config, strategy, transport, sites, out_dir, bus, initial_global_state(config))
-        return coordinator.run(resume=resume)
+        try:
+            return coordinator.run(resume=resume)
+        finally:
+            atomic_write_json(out_dir / "transport.json", transport.stats)
     except Exception as exc:
         bus.emit(RunFailed(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         raise

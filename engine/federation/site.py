@@ -21,7 +21,6 @@ from engine.data.check import check_site
 from engine.errors import FederationError, SiteError
 from engine.federation import executor
 from engine.federation.launcher import free_port, start_supernode, wait_for_port
-from engine.federation.pki import public_key_of
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ class SiteSettings:
         for path, what in ((ca, "CA certificate (--ca)"), (key, "site key (--key)")):
             if not path.is_file():
                 raise FederationError(f"{path}: {what} not found")
-        public_key_of(key)
         name = name or data.name
         work = Path(work_dir) if work_dir else Path.home() / ".fedseg" / "sites" / name
         return cls(superlink, data, ca, key, name, work, allow_model_sharing)
@@ -91,7 +89,6 @@ def run_site(settings: SiteSettings, stop: threading.Event | None = None, *, ins
         superlink=settings.superlink,
         ca=settings.ca,
         private_key=settings.key,
-        public_key=public_key_of(settings.key),
         node_config=node_config(settings),
         runtime_port=port,
         log_path=settings.work_dir / "supernode.log",
@@ -115,7 +112,8 @@ def run_site(settings: SiteSettings, stop: threading.Event | None = None, *, ins
 def _watch(supernode, stop: threading.Event) -> None:
     while not stop.wait(0.5):
         if not supernode.alive:
-            stop.reason = f"the SuperNode exited unexpectedly (code {supernode.popen.returncode}); see {supernode.log_path}"  # type: ignore[attr-defined]
+            why = supernode.last_error() or f"exit code {supernode.popen.returncode}"
+            stop.reason = f"the SuperNode stopped: {why} (see {supernode.log_path})"  # type: ignore[attr-defined]
             stop.set()
 
 

@@ -28,6 +28,12 @@ FIRST_POLL_S = 0.005
 MAX_POLL_S = 0.2
 
 
+def record_bytes(content) -> int:
+    """Bytes of a RecordDict's records as Flower serialises them (arrays with their
+    dtype/shape headers, config values)."""
+    return sum(record.count_bytes() for record in content.values())
+
+
 class FlowerTransport:
     """A :class:`~engine.fl.protocol.Transport` over a Flower Grid."""
 
@@ -48,6 +54,12 @@ class FlowerTransport:
         self.min_sites = min_sites
         self.warn = warn or (lambda text, site: log.warning(text))
         self.errors: dict[int, str] = {}  # the last error reply of each site, by index
+        #: per message kind: exchanges, seconds, and serialised record bytes down/up
+        self.stats: dict[str, dict[str, float]] = {}
+
+    def _count(self, kind: str, key: str, value: float) -> None:
+        entry = self.stats.setdefault(kind, {"exchanges": 0, "seconds": 0.0, "bytes_down": 0, "bytes_up": 0})
+        entry[key] += value
 
     def _push(self, messages: dict[int, Message], kind_round: str) -> dict[str, int]:
         flower = []
@@ -55,6 +67,7 @@ class FlowerTransport:
             content = message_to_content(message)
             content[META]["site"] = index  # which SiteRuntime answers (the site's index in the run)
             flower.append(FlowerMessage(content, dst_node_id=self.nodes[index], message_type=message.kind, group_id=kind_round))
+            self._count(message.kind, "bytes_down", record_bytes(content))
         ids = list(self.grid.push_messages(flower))
         return {msg_id: index for msg_id, index in zip(ids, messages) if msg_id}
 
@@ -96,7 +109,10 @@ class FlowerTransport:
                 deadline = time.monotonic() + self.timeout_s
             time.sleep(poll)
             poll = min(MAX_POLL_S, poll * 2)
-        log.debug("%s round %s: %d/%d replies in %.3f s", first.kind, first.round, len(replies), len(messages), time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self._count(first.kind, "exchanges", 1)
+        self._count(first.kind, "seconds", seconds)
+        log.debug("%s round %s: %d/%d replies in %.3f s", first.kind, first.round, len(replies), len(messages), seconds)
         return replies
 
     def _take(self, index: int, message: Message, reply: FlowerMessage, replies: dict[int, Reply]) -> None:
@@ -105,6 +121,7 @@ class FlowerTransport:
             self.errors[index] = reply.error.reason
             self.warn(f"round {message.round}: site {name} answered '{message.kind}' with an error: {reply.error.reason}", name)
             return
+        self._count(message.kind, "bytes_up", record_bytes(reply.content))
         try:
             replies[index] = content_to_reply(reply.content)
         except (KeyError, ValueError, TypeError) as exc:

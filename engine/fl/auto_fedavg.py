@@ -26,6 +26,7 @@ mean_k(g_k). Adam is the default because dL/dbeta has no known scale.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +225,7 @@ class AutoFedAvg(Strategy):
         for step in range(1, steps + 1):
             assert self.beta is not None
             beta = self.beta.detach()[indices].to(torch.float32)
+            started = time.perf_counter()
             replies = yield {
                 k: Message(STEP, rnd, arrays={"beta": {"beta": beta}}, config={"sites": indices, "step": step, "steps": steps})
                 for k in indices
@@ -231,7 +233,7 @@ class AutoFedAvg(Strategy):
             if not replies:
                 break
             self._apply_step(indices, [r.arrays["beta"]["grad"] for r in replies.values()])
-            self.emit(BetaStep(round=rnd, step=step, beta=self.beta_list() or []))
+            self.emit(BetaStep(round=rnd, step=step, beta=self.beta_list() or [], seconds=time.perf_counter() - started))
         return indices
 
     def check_reply(self, message: Message, reply: Reply, model: ArrayDict) -> str | None:

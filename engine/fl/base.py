@@ -199,7 +199,7 @@ class Strategy:
             for name, tensor in tensors.items():
                 if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
                     return f"{group}/{name} holds NaN or Inf"
-        if message.kind == TRAIN:
+        if message.kind == TRAIN and self.has_global_model:
             return same_layout("local", reply.arrays.get("local"), model)
         if message.kind == QUERY_BEST_LOCAL:
             return same_layout("model", reply.arrays.get("model"), model)

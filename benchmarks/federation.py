@@ -1,0 +1,119 @@
+"""Flower against the in-process simulation, for the same work (a script, not a test).
+
+For each scenario the same config runs twice on the same three phantom sites: once with
+``simulate_sites`` and once over a loopback Flower federation (SuperLink with TLS and
+SuperNode authentication, one ``fedseg site`` process per site). Reported:
+
+* round wall time, Flower vs simulation (the simulation trains sites one after another;
+  over Flower they train in parallel processes, sharing this machine's cores);
+* time per beta step (Auto-FedAvg), end to end: beta sent .. last reply received;
+* bytes per round as Flower serialises them (``transport.json``) against 2*K*model bytes;
+* Auto-FedAvg's extra bytes against (K-1)/(2 t0).
+
+    python benchmarks/federation.py [--out benchmarks/results/federation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from engine.config import RunConfig, StrategyConfig, TrainConfig
+from engine.data.phantoms import make_demo_sites
+from engine.events import read_events
+from engine.federation.demo import prepare, start_site
+from engine.federation.server import ServerSession
+from engine.simulation import load_sites, simulate_sites
+
+SCENARIOS = {
+    # name: (algorithm, params, local steps, rounds)
+    "fedavg-small": ("fedavg", {}, 5, 2),
+    "fedavg-realistic": ("fedavg", {}, 80, 2),
+    "auto-fedavg": ("auto-fedavg", {"beta_steps": 10, "t0": 1}, 5, 2),
+}
+
+
+def config_for(algorithm: str, params: dict, steps: int, rounds: int) -> RunConfig:
+    return RunConfig(rounds=rounds, train=TrainConfig(local_steps=steps, lr=3e-3, device="cpu"), strategy=StrategyConfig(algorithm, params))
+
+
+def over_flower(config: RunConfig, out: Path) -> Path:
+    config, site_dirs, pki = prepare(out, config)
+    session = ServerSession(config, out / "server", pki, pki / "site-keys")
+    sites = []
+    try:
+        session.start()
+        sites = [start_site(f"127.0.0.1:{config.federation.port}", s, pki, out) for s in site_dirs]
+        session.start_run()
+        session.follow(lambda e: None, stop=lambda: any(not p.alive for p in sites))
+    finally:
+        for p in sites:
+            p.stop()
+        session.stop()
+    return out / "server"
+
+
+def summarise(run_dir: Path) -> dict:
+    events = read_events(run_dir / "events.jsonl")
+    rounds = [e for e in events if e["type"] == "round_finished"]
+    steps = [e["seconds"] for e in events if e["type"] == "beta_step" and e.get("seconds") is not None]
+    results = json.loads((run_dir / "results.json").read_text())
+    return {
+        "round_s": [r["seconds"] for r in rounds],
+        "beta_step_s_median": statistics.median(steps) if steps else None,
+        "protocol_bytes_per_round": [r["bytes_up"] + r["bytes_down"] for r in rounds],
+        "model_bytes": results["communication"]["model_bytes"],
+        "wall_s": results["wall_time_s"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/federation")
+    parser.add_argument("--only", nargs="*", choices=list(SCENARIOS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    table = []
+    for name in args.only or SCENARIOS:
+        algorithm, params, steps, rounds = SCENARIOS[name]
+        config = config_for(algorithm, params, steps, rounds)
+        sim_dir = out / "runs" / f"{name}-sim"
+        sites = make_demo_sites(out / "runs" / f"{name}-sim-sites", sites=3, seed=config.seed)
+        simulate_sites(load_sites(sites, config), config, sim_dir)
+        flower_dir = over_flower(config, out / "runs" / f"{name}-flower")
+        sim, fl = summarise(sim_dir), summarise(flower_dir)
+        transport = json.loads((flower_dir / "transport.json").read_text())
+        k, model = 3, fl["model_bytes"]
+        train = transport.get("train", {})
+        wire_per_round = (train.get("bytes_down", 0) + train.get("bytes_up", 0)) / max(train.get("exchanges", 1), 1)
+        extra = sum(transport.get(kind, {}).get("bytes_down", 0) + transport.get(kind, {}).get("bytes_up", 0) for kind in ("query.learn_beta_setup", "query.learn_beta_step"))
+        row = {
+            "scenario": name,
+            "sim_round_s": sim["round_s"],
+            "flower_round_s": fl["round_s"],
+            "overhead": statistics.mean(fl["round_s"]) / statistics.mean(sim["round_s"]) - 1,
+            "sim_beta_step_s": sim["beta_step_s_median"],
+            "flower_beta_step_s": fl["beta_step_s_median"],
+            "train_wire_bytes_per_round_vs_2Kmodel": wire_per_round / (2 * k * model),
+            "auto_fedavg_extra_vs_fedavg": extra / (wire_per_round * rounds) if extra else None,
+            "expected_extra_(K-1)/(2t0)": (k - 1) / (2 * params.get("t0", 1)) if algorithm == "auto-fedavg" else None,
+            "transport": transport,
+        }
+        table.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "transport"}), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv])}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
