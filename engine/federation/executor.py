@@ -36,13 +36,13 @@ FIRST_POLL_S = 0.005  # right after a task: the next message of an exchange is n
 MAX_POLL_S = 0.25  # idle: a loopback call four times a second costs nothing
 
 
-def _client(address: str, *interceptors) -> RuntimeHttpClient:
+def _client(address: str, *interceptors, retry: bool = True) -> RuntimeHttpClient:
     return RuntimeHttpClient.from_server_address(
         server_address=address,
         insecure=True,  # the Runtime API listens on loopback only
         root_certificates=None,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), *interceptors],
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=make_simple_http_retry_invoker() if retry else None,
     )
 
 
@@ -80,7 +80,7 @@ def run_one_task(address: str, token: str) -> str:
 def serve(address: str, stop: threading.Event | None = None) -> None:
     """Answer tasks from the SuperNode's Runtime API at ``address`` until ``stop`` is set."""
     stop = stop or threading.Event()
-    client = _client(address)
+    client = _client(address, retry=False)  # the loop retries itself, and must notice `stop`
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     poll = FIRST_POLL_S
     try:
