@@ -7,13 +7,14 @@ so that any finished run can be replayed into the plots. ``type`` is the JSON ta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -248,3 +249,19 @@ class EventTail:
                 if event is not None:
                     events.append(event)
         return events
+
+
+@contextlib.contextmanager
+def recorded_run(bus: EventBus, path: str | Path) -> Iterator[EventBus]:
+    """Append every event of ``bus`` to ``path`` while the block runs; an exception
+    leaves a ``run_failed`` event (its first line) before it propagates."""
+    writer = JsonlEventLog(path)
+    unsubscribe = bus.subscribe(writer)
+    try:
+        yield bus
+    except Exception as exc:
+        bus.emit(RunFailed(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        raise
+    finally:
+        unsubscribe()
+        writer.close()

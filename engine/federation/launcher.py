@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -59,6 +60,15 @@ def _bin(name: str) -> str:
         if candidate.exists():
             return str(candidate)
     return name
+
+
+def log_to_file(path: Path, level: int = logging.DEBUG) -> None:
+    """The engine's log of this process, appended to ``path`` (operators read it)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    engine_log = logging.getLogger("engine")
+    engine_log.addHandler(handler)
+    engine_log.setLevel(min(level, engine_log.getEffectiveLevel()))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

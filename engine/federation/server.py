@@ -107,28 +107,28 @@ class ServerSession:
         """Forward the run's events until it ends; raise FederationError if it failed."""
         assert self.control is not None and self.run_id is not None
         tail = EventTail(self.out_dir / "events.jsonl")
-        failure: str | None = None
-        finished = False
-        while not stop():
+        seen: dict[str, str | bool | None] = {"failure": None, "finished": False}
+
+        def drain() -> None:
             for event in tail.poll():
                 on_event(event)
                 if isinstance(event, RunFailed):
-                    failure = event.error
-                finished |= isinstance(event, RunFinished)
-            if finished:
+                    seen["failure"] = event.error
+                seen["finished"] = seen["finished"] or isinstance(event, RunFinished)
+
+        while not stop():
+            drain()
+            if seen["finished"]:
                 return
             if self.superlink is not None and not self.superlink.alive:
                 raise FederationError(f"the SuperLink exited (code {self.superlink.popen.returncode}); see {self.superlink.log_path}")
             status, sub_status, details = self.control.run_status(self.run_id)
             if status == "finished":
-                for event in tail.poll():
-                    on_event(event)
-                    if isinstance(event, RunFailed):
-                        failure = event.error
-                    finished |= isinstance(event, RunFinished)
-                if finished and sub_status == "completed":
+                drain()  # the ServerApp may have written its last lines since
+                if seen["finished"] and sub_status == "completed":
                     return
-                raise FederationError(f"the federated run {sub_status}: {failure or details or 'see ' + str(self.out_dir / 'superlink.log')}")
+                why = seen["failure"] or details or f"see {self.out_dir / 'superlink.log'}"
+                raise FederationError(f"the federated run {sub_status}: {why}")
             time.sleep(STATUS_POLL_S)
         raise FederationError(f"stopped before the run finished; restart with the same --out ({self.out_dir}) to resume")
 

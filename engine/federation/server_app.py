@@ -27,11 +27,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from engine.config import RunConfig, from_dict
 from engine.errors import FederationError
-from engine.events import EventBus, JsonlEventLog, RunFailed, RunWarning
+from engine.events import EventBus, RunWarning, recorded_run
 from engine.federation.records import META, OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
+from engine.federation.launcher import log_to_file
 from engine.federation.transport import FlowerTransport
 from engine.fl import STRATEGIES, build_strategy
-from engine.fl.coordinator import CHECKPOINT, Coordinator, initial_global_state
+from engine.fl.coordinator import CHECKPOINT, EVENTS, Coordinator, initial_global_state
 from engine.fl.site import SiteInfo
 from engine.model.checkpoint import atomic_write_json
 
@@ -50,15 +51,6 @@ def main(grid: Grid, context: Context) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     log_to_file(out_dir / "coordinator.log")
     run_federation(grid, config, out_dir)
-
-
-def log_to_file(path: Path, level: int = logging.DEBUG) -> None:
-    """The engine's log of this process, appended to ``path`` (operators read it)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    engine_log = logging.getLogger("engine")
-    engine_log.addHandler(handler)
-    engine_log.setLevel(min(level, engine_log.getEffectiveLevel()))
 
 
 def wait_for_nodes(grid: Grid, count: int, warn) -> list[int]:
@@ -96,14 +88,12 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
     """Run ``config`` over the connected sites; write the artefacts into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bus = EventBus()
-    writer = JsonlEventLog(out_dir / "events.jsonl")
-    unsubscribe = bus.subscribe(writer)
 
     def warn(text: str, site: str | None) -> None:
         log.warning(text)
         bus.emit(RunWarning(message=text, site=site))
 
-    try:
+    with recorded_run(bus, out_dir / EVENTS):
         fed = config.federation
         nodes = wait_for_nodes(grid, fed.sites, warn)
         infos = ask_site_info(grid, nodes, fed.reply_timeout_s)
@@ -135,12 +125,6 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
             return coordinator.run(resume=resume)
         finally:
             atomic_write_json(out_dir / "transport.json", transport.stats)
-    except Exception as exc:
-        bus.emit(RunFailed(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-        raise
-    finally:
-        unsubscribe()
-        writer.close()
 
 
 def _check_same_sites(out_dir: Path, names: list[str], config: RunConfig, resume: bool) -> None:

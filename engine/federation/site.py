@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.data.check import check_site
 from engine.errors import FederationError, SiteError
 from engine.federation import executor
-from engine.federation.launcher import free_port, start_supernode, wait_for_port
+from engine.federation.launcher import free_port, log_to_file, start_supernode, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,6 @@ def node_config(settings: SiteSettings) -> dict[str, object]:
 def run_site(settings: SiteSettings, stop: threading.Event | None = None, *, install_signals: bool = True) -> int:
     """Serve until stopped; returns 0 after a clean stop."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
-    from engine.federation.server_app import log_to_file
-
     log_to_file(settings.work_dir / "site.log", logging.INFO)
     stop = stop or threading.Event()
     port = free_port()

@@ -53,7 +53,6 @@ class FlowerTransport:
         self.timeout_s = timeout_s
         self.min_sites = min_sites
         self.warn = warn or (lambda text, site: log.warning(text))
-        self.errors: dict[int, str] = {}  # the last error reply of each site, by index
         #: per message kind: exchanges, seconds, and serialised record bytes down/up
         self.stats: dict[str, dict[str, float]] = {}
 
@@ -118,7 +117,6 @@ class FlowerTransport:
     def _take(self, index: int, message: Message, reply: FlowerMessage, replies: dict[int, Reply]) -> None:
         name = self.names[index]
         if reply.has_error():
-            self.errors[index] = reply.error.reason
             self.warn(f"round {message.round}: site {name} answered '{message.kind}' with an error: {reply.error.reason}", name)
             return
         self._count(message.kind, "bytes_up", record_bytes(reply.content))

@@ -20,7 +20,7 @@ from engine.config import RunConfig, from_dict
 from engine.data.loader import SiteData
 from engine.data.site import SiteDataset
 from engine.errors import CheckpointError, ConfigError, SiteError
-from engine.events import EventBus, JsonlEventLog, RunFailed
+from engine.events import EventBus, recorded_run
 from engine.fl import build_strategy
 from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state
 from engine.fl.site import SiteRuntime
@@ -104,9 +104,7 @@ def simulate_sites(
         except OSError as exc:
             raise CheckpointError(f"{out_dir}: cannot create the run folder ({exc.strerror})") from None
         atomic_write_json(out_dir / RUN_FILE, {"sites": [str(s.dataset.root.resolve()) for s in sites], "config": config.to_dict()})
-    log_writer = JsonlEventLog(out_dir / EVENTS)
-    unsubscribe = bus.subscribe(log_writer)
-    try:
+    with recorded_run(bus, out_dir / EVENTS):
         runtimes = [
             SiteRuntime(i, data, config, out_dir / "site-state" / data.name, device, emit=bus.emit)
             for i, data in enumerate(sites)
@@ -116,12 +114,6 @@ def simulate_sites(
         logics = {rt.index: strategy.site_logic(strategy.params, rt) for rt in runtimes}
         coordinator = Coordinator(config, strategy, InProcessTransport(logics), infos, out_dir, bus, initial_global_state(config))
         return coordinator.run(resume=resume)
-    except Exception as exc:
-        bus.emit(RunFailed(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-        raise
-    finally:
-        unsubscribe()
-        log_writer.close()
 
 
 def resume(out_dir: str | Path, *, bus: EventBus | None = None) -> dict[str, Any]:
