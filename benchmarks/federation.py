@@ -4,13 +4,18 @@ For each scenario the same config runs twice on the same three phantom sites: on
 ``simulate_sites`` and once over a loopback Flower federation (SuperLink with TLS and
 SuperNode authentication, one ``fedseg site`` process per site). Reported:
 
-* round wall time, Flower vs simulation (the simulation trains sites one after another;
-  over Flower they train in parallel processes, sharing this machine's cores);
-* time per beta step (Auto-FedAvg), end to end: beta sent .. last reply received;
-* bytes per round as Flower serialises them (``transport.json``) against 2*K*model bytes;
-* Auto-FedAvg's extra bytes against (K-1)/(2 t0).
+* round wall time, Flower vs simulation. The simulation trains the sites one after
+  another in one process; over Flower they train in parallel processes that share this
+  machine's cores, so the two differ by more than the transport. Hence also:
+* transport overhead: for every exchange, its wall time at the coordinator minus the
+  compute time of the slowest site on that message (each site's ``outbox.jsonl``),
+  summed over the rounds, as a fraction of the Flower round time;
+* time per beta step (Auto-FedAvg), end to end at the coordinator, and its transport
+  part (the same subtraction);
+* bytes of a FedAvg round as Flower serialises them (``transport.json``) against
+  2*K*model bytes, and Auto-FedAvg's extra bytes against (K-1)/(2 t0) of FedAvg's.
 
-    python benchmarks/federation.py [--out benchmarks/results/federation]
+    python benchmarks/federation.py [--out benchmarks/results/federation] [--only NAME...]
 """
 
 from __future__ import annotations
@@ -70,8 +75,46 @@ def summarise(run_dir: Path) -> dict:
         "beta_step_s_median": statistics.median(steps) if steps else None,
         "protocol_bytes_per_round": [r["bytes_up"] + r["bytes_down"] for r in rounds],
         "model_bytes": results["communication"]["model_bytes"],
-        "wall_s": results["wall_time_s"],
+        "rounds": len(rounds),
     }
+
+
+def site_compute(work_dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
+    """(kind, round) -> per exchange of that kind in that round (in order), the compute
+    seconds of the slowest site, from the sites' outbox.jsonl."""
+    per_site: list[dict[tuple[str, str], list[float]]] = []
+    for work in work_dirs:
+        seen: dict[tuple[str, str], list[float]] = {}
+        for line in (work / "outbox.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            seen.setdefault((entry["type"], str(entry["round"])), []).append(entry["seconds"])
+        per_site.append(seen)
+    keys = set().union(*per_site)
+    return {key: [max(values) for values in zip(*(site.get(key, []) for site in per_site if key in site))] for key in keys}
+
+
+def transport_split(flower_dir: Path, work_dirs: list[Path], rounds: int) -> dict:
+    """Exchange wall time vs the slowest site's compute, per message kind (rounds only)."""
+    exchanges = json.loads((flower_dir / "transport.json").read_text())["exchanges"]
+    compute = site_compute(work_dirs)
+    used: dict[tuple[str, str], int] = {}
+    kinds: dict[str, dict[str, float]] = {}
+    for ex in exchanges:
+        if ex["round"] > rounds:  # the final test protocol is not part of a round
+            continue
+        key = (ex["kind"], str(ex["round"]))
+        i = used.get(key, 0)
+        used[key] = i + 1
+        slowest = compute.get(key, [])[i] if i < len(compute.get(key, [])) else 0.0
+        entry = kinds.setdefault(ex["kind"], {"exchanges": 0, "wall_s": 0.0, "site_compute_s": 0.0})
+        entry["exchanges"] += 1
+        entry["wall_s"] += ex["seconds"]
+        entry["site_compute_s"] += slowest
+    for entry in kinds.values():
+        entry["transport_s"] = entry["wall_s"] - entry["site_compute_s"]
+        entry["transport_s_per_exchange"] = entry["transport_s"] / entry["exchanges"]
+        entry["wall_s_per_exchange"] = entry["wall_s"] / entry["exchanges"]
+    return kinds
 
 
 def main() -> int:
@@ -88,27 +131,35 @@ def main() -> int:
         sim_dir = out / "runs" / f"{name}-sim"
         sites = make_demo_sites(out / "runs" / f"{name}-sim-sites", sites=3, seed=config.seed)
         simulate_sites(load_sites(sites, config), config, sim_dir)
-        flower_dir = over_flower(config, out / "runs" / f"{name}-flower")
+        flower_root = out / "runs" / f"{name}-flower"
+        flower_dir = over_flower(config, flower_root)
         sim, fl = summarise(sim_dir), summarise(flower_dir)
-        transport = json.loads((flower_dir / "transport.json").read_text())
+        report = json.loads((flower_dir / "transport.json").read_text())["kinds"]
+        split = transport_split(flower_dir, sorted((flower_root / "site-work").iterdir()), rounds)
         k, model = 3, fl["model_bytes"]
-        train = transport.get("train", {})
+        train = report.get("train", {})
         wire_per_round = (train.get("bytes_down", 0) + train.get("bytes_up", 0)) / max(train.get("exchanges", 1), 1)
-        extra = sum(transport.get(kind, {}).get("bytes_down", 0) + transport.get(kind, {}).get("bytes_up", 0) for kind in ("query.learn_beta_setup", "query.learn_beta_step"))
+        extra = sum(report.get(kind, {}).get("bytes_down", 0) + report.get(kind, {}).get("bytes_up", 0) for kind in ("query.learn_beta_setup", "query.learn_beta_step"))
+        flower_round_total = sum(fl["round_s"])
+        transport_total = sum(entry["transport_s"] for entry in split.values())
+        beta = split.get("query.learn_beta_step")
         row = {
             "scenario": name,
+            "config": {"algorithm": algorithm, "params": params, "local_steps": steps, "rounds": rounds, "network": config.model.network},
             "sim_round_s": sim["round_s"],
             "flower_round_s": fl["round_s"],
-            "overhead": statistics.mean(fl["round_s"]) / statistics.mean(sim["round_s"]) - 1,
+            "flower_vs_sim_round_time": statistics.mean(fl["round_s"]) / statistics.mean(sim["round_s"]) - 1,
+            "transport_overhead_of_round_time": transport_total / flower_round_total,
             "sim_beta_step_s": sim["beta_step_s_median"],
-            "flower_beta_step_s": fl["beta_step_s_median"],
+            "flower_beta_step_s": beta["wall_s_per_exchange"] if beta else None,
+            "flower_beta_step_transport_s": beta["transport_s_per_exchange"] if beta else None,
             "train_wire_bytes_per_round_vs_2Kmodel": wire_per_round / (2 * k * model),
             "auto_fedavg_extra_vs_fedavg": extra / (wire_per_round * rounds) if extra else None,
             "expected_extra_(K-1)/(2t0)": (k - 1) / (2 * params.get("t0", 1)) if algorithm == "auto-fedavg" else None,
-            "transport": transport,
+            "per_kind": split,
         }
         table.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "transport"}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "per_kind"}), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv])}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2))

@@ -17,6 +17,7 @@ The SuperNode's ``--node-config`` tells the service where things are::
 from __future__ import annotations
 
 import json
+import time
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +124,14 @@ class SiteService:
     def handle(self, message: FlowerMessage, context: Context) -> FlowerMessage:
         settings = NodeSettings.from_node_config(dict(context.node_config))
         kind = message.metadata.message_type
+        started = time.perf_counter()
         if kind == SITE_INFO:
             content = self._site_info(settings, context)
         else:
             meta = message.content.config_records[META]
             logic = self._site_logic(settings, context, int(meta["site"]))
             content = reply_to_content(logic.handle(content_to_message(kind, message.content)))
-        _append_outbox(settings.work_dir / OUTBOX, kind, content)
+        _append_outbox(settings.work_dir / OUTBOX, kind, content, seconds=time.perf_counter() - started, group=message.metadata.group_id)
         return FlowerMessage(content, reply_to=message)
 
     def _site_info(self, settings: NodeSettings, context: Context) -> RecordDict:
@@ -153,12 +155,14 @@ def describe(kind: str, content: RecordDict) -> dict[str, Any]:
     return {"type": kind, "arrays": arrays, "meta": meta, "bytes": sum(r.count_bytes() for r in content.array_records.values())}
 
 
-def _append_outbox(path: Path, kind: str, content: RecordDict) -> None:
+def _append_outbox(path: Path, kind: str, content: RecordDict, *, seconds: float, group: str) -> None:
     """Every reply this site sends, described in ``outbox.jsonl`` of its work dir: the
-    site operator can audit exactly what left the site."""
+    site operator can audit exactly what left the site (and when, and how long the
+    site computed on it: ``benchmarks/federation.py`` separates compute from transport)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    line = describe(kind, content) | {"round": group, "seconds": round(seconds, 4), "at": round(time.time(), 3)}
     with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(describe(kind, content)) + "\n")
+        fh.write(json.dumps(line) + "\n")
 
 
 def _run_config(context: Context) -> RunConfig:

@@ -40,12 +40,12 @@ def prepare(out: Path, config: RunConfig, sites: int = SITES) -> tuple[RunConfig
     return config.replace(federation=fed), site_dirs, pki
 
 
-def site_command(superlink: str, site: Path, pki: Path, work: Path, *, allow_model_sharing: bool = True) -> list[str]:
+def site_command(superlink: str, site: Path, pki: Path, work: Path, *, allow_model_sharing: bool = True, ca: Path | None = None) -> list[str]:
     command = [
         sys.executable, "-m", "engine.cli", "site",
         "--superlink", superlink,
         "--data", str(site),
-        "--ca", str(pki / "ca.pem"),
+        "--ca", str(ca or pki / "ca.pem"),
         "--key", str(pki / "site-keys" / site.name),
         "--work-dir", str(work),
     ]  # fmt: skip

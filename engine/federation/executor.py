@@ -32,7 +32,8 @@ from engine.federation import client_app
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL_S = 0.005  # right after a task: the next message of an exchange is near
+FIRST_POLL_S = 0.005  # within HOT_S of a task: the next message of an exchange is near
+HOT_S = 5.0
 MAX_POLL_S = 0.25  # idle: a loopback call four times a second costs nothing
 
 
@@ -83,6 +84,7 @@ def serve(address: str, stop: threading.Event | None = None) -> None:
     client = _client(address, retry=False)  # the loop retries itself, and must notice `stop`
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     poll = FIRST_POLL_S
+    last_task = -HOT_S
     try:
         while not stop.is_set():
             try:
@@ -95,9 +97,10 @@ def serve(address: str, stop: threading.Event | None = None) -> None:
                 started = time.perf_counter()
                 kind = run_one_task(address, response.token)
                 log.info("answered %s in %.2f s", kind, time.perf_counter() - started)
-                poll = FIRST_POLL_S
+                poll, last_task = FIRST_POLL_S, time.monotonic()
             else:
                 stop.wait(poll)
-                poll = min(MAX_POLL_S, poll * 2)
+                if time.monotonic() - last_task > HOT_S:  # a beta step's wait for the slowest site stays hot
+                    poll = min(MAX_POLL_S, poll * 2)
     finally:
         client.close()

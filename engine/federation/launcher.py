@@ -35,6 +35,7 @@ from engine.config import RunConfig
 from engine.errors import FederationError
 from engine.federation.pki import Certificates
 from engine.federation.records import OUT_KEY, RUN_CONFIG_KEY, RUN_KEY
+from engine.federation.supernode import TIED_ENV
 
 FLOWER_VERSION = "1.41.0"
 FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
@@ -93,7 +94,11 @@ def wait_for_port(host: str, port: int, timeout_s: float, process: ManagedProces
 class ManagedProcess:
     """A child process with its output in a log file, stopped gently then firmly."""
 
-    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, command: Sequence[str], log_path: Path, env: dict[str, str] | None = None, *, tied: bool = False
+    ) -> None:
+        """``tied``: the child gets a pipe as stdin that only this process holds; a child
+        that watches it (:func:`stop_when_parent_dies`) ends when this process dies."""
         self.name = name
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,11 @@ class ManagedProcess:
         flags: dict[str, Any] = (
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if WINDOWS else {"start_new_session": True}
         )
-        self.popen = subprocess.Popen(list(command), stdout=self._log, stderr=subprocess.STDOUT, env=env or flower_env(), **flags)
+        env = dict(env or flower_env())
+        if tied:
+            env[TIED_ENV] = "1"
+        stdin = subprocess.PIPE if tied else subprocess.DEVNULL
+        self.popen = subprocess.Popen(list(command), stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT, env=env, **flags)
 
     @property
     def pid(self) -> int:
@@ -126,8 +135,13 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     self.popen.kill()
                     self.popen.wait()
-        self._log.close()
+        self._close()
         return self.popen.returncode
+
+    def _close(self) -> None:
+        if self.popen.stdin is not None:
+            self.popen.stdin.close()
+        self._log.close()
 
     def last_error(self) -> str | None:
         """The last line of the log that says what failed (Flower's exit messages)."""
@@ -146,7 +160,7 @@ class ManagedProcess:
             else:
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
-        self._log.close()
+        self._close()
 
 
 def start_superlink(certs: Certificates, *, host: str, port: int, database: Path, log_path: Path) -> ManagedProcess:
@@ -188,7 +202,7 @@ def start_supernode(
         "--port", str(runtime_port),
         "--node-config", config,
     ]  # fmt: skip  (a SuperNode installs no dependencies unless told to)
-    return ManagedProcess(f"flower-supernode ({node_config.get('site-name', '?')})", command, log_path)
+    return ManagedProcess(f"flower-supernode ({node_config.get('site-name', '?')})", command, log_path, tied=True)
 
 
 def build_app_bundle(config: RunConfig, out_dir: Path, run_key: str) -> bytes:
@@ -258,12 +272,17 @@ class ControlClient:
         pem = serialization.load_ssh_public_key(public_key).public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        import httpx
+        from flwr.supercore.error import ApiErrorCode, FlowerError
+
         try:
             response = self._client.RegisterNode(RegisterNodeRequest(public_key=pem, name=name))
-        except Exception as exc:  # noqa: BLE001 - Flower raises its own error types here
-            if "already" in str(exc).lower():
-                return 0
-            raise FederationError(f"the SuperLink refused the site key{f' of {name}' if name else ''}: {exc}") from None
+        except httpx.HTTPStatusError as exc:
+            error = FlowerError.from_json(exc.response.text)
+            if error is not None and error.code == ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE:
+                return 0  # registered before (a restarted coordinator keeps its state database)
+            why = f"{error.message} (code {error.code})" if error is not None else str(exc)
+            raise FederationError(f"the SuperLink refused the site key{f' of {name}' if name else ''}: {why}") from None
         return int(response.node_id)
 
     def start_run(self, fab: bytes) -> int:

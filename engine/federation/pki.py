@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, FederationError
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -167,3 +169,32 @@ def public_key_of(private_path: str | Path) -> Path:
     if not public.is_file():
         raise ConfigError(f"{public}: missing; the site key pair from `fedseg site-key` has both files")
     return public
+
+
+def check_server_certificate(address: str, ca: str | Path, timeout_s: float = 5.0) -> bool:
+    """Check, before a SuperNode starts, that the server at ``HOST:PORT`` presents a
+    certificate signed by ``ca`` for that host name.
+
+    Flower's SuperNode retries a failed TLS handshake for ever, so a site given the wrong
+    CA file (or the wrong host) would wait silently. Returns False if the server cannot
+    be reached now (the SuperNode will keep trying); raises FederationError if it can be
+    reached and its certificate does not verify.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, OSError) as exc:
+        raise FederationError(f"{ca}: not a readable PEM CA certificate ({exc})") from None
+    context.set_alpn_protocols(["h2"])  # what gRPC speaks
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except ssl.SSLCertVerificationError as exc:
+        raise FederationError(
+            f"{address}: the server's certificate does not verify against {ca} ({exc.verify_message}); "
+            "ask the coordinator for the CA certificate (ca.pem) of this federation, and use the host name its certificate was made for"
+        ) from None
+    except (ssl.SSLError, OSError):
+        return False

@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.errors import CheckpointError, FederationError
 from engine.events import Event, EventTail, RunFailed, RunFinished
+from engine.fl.coordinator import rewind_events
 from engine.federation.launcher import ControlClient, ManagedProcess, build_app_bundle, start_superlink, wait_for_port
 from engine.federation.pki import Certificates, read_public_key
 
@@ -98,6 +99,9 @@ class ServerSession:
         key_file = self.out_dir / RUN_KEY_FILE
         if not key_file.exists():
             key_file.write_text(uuid.uuid4().hex)
+        resumed = rewind_events(self.out_dir)  # before the run appends, and before `follow` reads
+        if resumed is not None:
+            log.info("resuming %s after round %d", self.out_dir, resumed)
         fab = build_app_bundle(self.config, self.out_dir, key_file.read_text().strip())
         self.run_id = self.control.start_run(fab)
         log.info("started Flower run %d", self.run_id)

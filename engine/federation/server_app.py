@@ -32,7 +32,7 @@ from engine.federation.records import META, OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
 from engine.federation.launcher import log_to_file
 from engine.federation.transport import FlowerTransport
 from engine.fl import STRATEGIES, build_strategy
-from engine.fl.coordinator import CHECKPOINT, EVENTS, Coordinator, initial_global_state
+from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state, rewind_events
 from engine.fl.site import SiteInfo
 from engine.model.checkpoint import atomic_write_json
 
@@ -87,6 +87,7 @@ def ask_site_info(grid: Grid, nodes: list[int], timeout_s: float) -> dict[int, d
 def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, Any]:
     """Run ``config`` over the connected sites; write the artefacts into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume = rewind_events(out_dir) is not None  # before any event is appended
     bus = EventBus()
 
     def warn(text: str, site: str | None) -> None:
@@ -108,7 +109,6 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
                 f"site(s) {', '.join(refusing)} refused the run: {strategy_cls.name} sends each site the other sites' "
                 "models, which a site must accept with --allow-model-sharing"
             )
-        resume = (out_dir / CHECKPOINT / "state.json").is_file()
         _check_same_sites(out_dir, names, config, resume)
         sites = [SiteInfo(i, infos[n]["name"], int(infos[n]["num_train"])) for i, n in enumerate(ordered)]
         strategy = build_strategy(config.strategy.name, dict(config.strategy.params), sites)
@@ -124,7 +124,7 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
         try:
             return coordinator.run(resume=resume)
         finally:
-            atomic_write_json(out_dir / "transport.json", transport.stats)
+            atomic_write_json(out_dir / "transport.json", transport.report())
 
 
 def _check_same_sites(out_dir: Path, names: list[str], config: RunConfig, resume: bool) -> None:

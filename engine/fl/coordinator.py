@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig
-from engine.errors import CheckpointError, FederationError
+from engine.errors import CheckpointError
 from engine.events import EventBus, RoundFinished, RoundStarted, RunFinished, RunStarted, RunWarning, count_lines, finite, truncate_lines
 from engine.fl.base import RoundOutcome, Strategy
 from engine.fl.protocol import ArrayDict, Exchange, Message, Reply, Transport, payload_bytes
@@ -130,9 +130,8 @@ class Coordinator:
     # -- the run -----------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> dict[str, Any]:
         events_path = self.out_dir / EVENTS
-        if resume:
+        if resume:  # the runner has rewound events.jsonl already (rewind_events)
             self._load_checkpoint()
-            truncate_lines(events_path, self.state.event_lines)
         start = self.state.round + 1
         self.bus.emit(
             RunStarted(
@@ -226,8 +225,12 @@ class Coordinator:
         matrix: list[list[float | None]] = []
         local_cases: dict[str, list[dict]] = {}
         for i, site in enumerate(self.sites):
-            if site.index not in best_locals:
-                raise FederationError(f"site {site.name} did not send its best local model for testing")
+            if site.index not in best_locals:  # a site lost for good: the rest of the results still count
+                text = f"test: no best local model from site {site.name}; its row of the local matrix stays empty"
+                log.warning(text)
+                self.bus.emit(RunWarning(message=text, site=site.name))
+                matrix.append([None] * len(self.sites))
+                continue
             model = best_locals[site.index].arrays["model"]
             tested = self._evaluate(rnd, model, "test")
             row = [mean_or_none([c.dice for c in tested[j.index]]) if j.index in tested else None for j in self.sites]
@@ -237,6 +240,11 @@ class Coordinator:
                 meta = best_locals[site.index].metrics
                 save_model(self.out_dir / "local_models" / site.name, model, self._card(meta.get("round"), f"best local validation Dice of {site.name}"))
         filled = [[v if v is not None else float("nan") for v in row] for row in matrix]
+        # sites some test could not reach (lost for good in a federation): results hold the rest
+        untested = {s.name for s in self.sites if s.index not in best_locals}
+        untested |= {names[j] for row in matrix if any(v is not None for v in row) for j, v in enumerate(row) if v is None}
+        untested |= {name for name in names if "per_site_test" in results and name not in results["per_site_test"]}
+        results["untested_sites"] = sorted(untested)
         results.update(local_matrix=matrix, local_matrix_sites=names, **local_matrix_metrics(filled), local_per_case=local_cases)
         if not self.strategy.has_global_model:
             results["per_site_test_dice"] = {names[j]: matrix[j][j] for j in range(len(names))}
@@ -293,13 +301,9 @@ class Coordinator:
 
     def _load_checkpoint(self) -> None:
         folder = self.out_dir / CHECKPOINT
-        state_path = folder / "state.json"
-        if not state_path.is_file():
+        saved = checkpoint_state(self.out_dir)
+        if saved is None:
             raise CheckpointError(f"{self.out_dir}: no checkpoint to resume from (no {CHECKPOINT}/state.json)")
-        try:
-            saved = json.loads(state_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{state_path}: not valid JSON ({exc})") from None
         rnd = int(saved["round"])
         self.state.round = rnd
         self.state.global_state = load_tensors(folder / f"global.r{rnd:05d}.safetensors")
@@ -314,6 +318,31 @@ class Coordinator:
         tensors.pop("empty", None)
         self.strategy.load_state_dict(tensors, saved["strategy"])
         log.info("resuming %s after round %d", self.out_dir, rnd)
+
+
+def checkpoint_state(out_dir: Path) -> dict[str, Any] | None:
+    """``checkpoint/state.json`` of a run folder, or None when it has no checkpoint."""
+    state_path = Path(out_dir) / CHECKPOINT / "state.json"
+    if not state_path.is_file():
+        return None
+    try:
+        return json.loads(state_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{state_path}: not valid JSON ({exc})") from None
+
+
+def rewind_events(out_dir: Path) -> int | None:
+    """Cut ``events.jsonl`` back to the checkpoint (events of an interrupted round go);
+    returns the checkpointed round, None without a checkpoint.
+
+    Call it before anything appends to, or follows, the event log of a resumed run: a
+    reader tailing the file must never see it shrink.
+    """
+    saved = checkpoint_state(out_dir)
+    if saved is None:
+        return None
+    truncate_lines(Path(out_dir) / EVENTS, int(saved["event_lines"]))
+    return int(saved["round"])
 
 
 def initial_global_state(config: RunConfig) -> ArrayDict:

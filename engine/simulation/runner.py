@@ -22,7 +22,7 @@ from engine.data.site import SiteDataset
 from engine.errors import CheckpointError, ConfigError, SiteError
 from engine.events import EventBus, recorded_run
 from engine.fl import build_strategy
-from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state
+from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state, rewind_events
 from engine.fl.site import SiteRuntime
 from engine.model.checkpoint import atomic_write_json
 from engine.model.networks import total_stride
@@ -104,6 +104,8 @@ def simulate_sites(
         except OSError as exc:
             raise CheckpointError(f"{out_dir}: cannot create the run folder ({exc.strerror})") from None
         atomic_write_json(out_dir / RUN_FILE, {"sites": [str(s.dataset.root.resolve()) for s in sites], "config": config.to_dict()})
+    else:
+        rewind_events(out_dir)
     with recorded_run(bus, out_dir / EVENTS):
         runtimes = [
             SiteRuntime(i, data, config, out_dir / "site-state" / data.name, device, emit=bus.emit)

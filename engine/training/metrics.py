@@ -69,13 +69,20 @@ def summarize_cases(cases: Sequence[CaseResult], small_ratio: float) -> dict[str
 
 
 def local_matrix_metrics(matrix: Sequence[Sequence[float]]) -> dict[str, float]:
-    """``local_avg`` (diagonal mean) and ``local_gen`` (off-diagonal mean) of a K x K matrix."""
+    """``local_avg`` (diagonal mean) and ``local_gen`` (off-diagonal mean) of a K x K matrix.
+
+    NaN cells (a site that could not be tested, e.g. lost in a federation) are left out
+    of the means; a mean over no cell is NaN.
+    """
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {m.shape}")
-    k = m.shape[0]
-    off = m[~np.eye(k, dtype=bool)]
-    return {"local_avg": float(np.mean(np.diag(m))), "local_gen": float(off.mean()) if off.size else float("nan")}
+
+    def mean(cells: np.ndarray) -> float:
+        cells = cells[np.isfinite(cells)]
+        return float(cells.mean()) if cells.size else float("nan")
+
+    return {"local_avg": mean(np.diag(m)), "local_gen": mean(m[~np.eye(m.shape[0], dtype=bool)])}
 
 
 def wilcoxon_p(dice_a: Sequence[float], dice_b: Sequence[float]) -> float:

@@ -127,6 +127,15 @@ def test_local_matrix_metrics_paper_row_check():
     assert got["local_gen"] == pytest.approx(48.79, abs=0.005)
 
 
+def test_local_matrix_metrics_leave_out_a_site_that_could_not_be_tested():
+    nan = float("nan")
+    m = [[0.60, 0.40, nan], [nan, nan, nan], [0.10, nan, 0.80]]  # site 2 lost: no model, no test
+    got = local_matrix_metrics(m)
+    assert got["local_avg"] == pytest.approx(0.7)
+    assert got["local_gen"] == pytest.approx(0.25)
+    assert all(math.isnan(v) for v in local_matrix_metrics([[nan, nan], [nan, nan]]).values())
+
+
 def test_local_matrix_metrics_edge_cases():
     one = local_matrix_metrics([[0.5]])
     assert one["local_avg"] == 0.5 and math.isnan(one["local_gen"])

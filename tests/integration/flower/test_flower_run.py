@@ -19,75 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.config import FederationConfig, RunConfig
 from engine.errors import FederationError
-from engine.events import Event, RoundFinished
-from engine.federation.demo import start_site
-from engine.federation.launcher import ManagedProcess, free_port
-from engine.federation.pki import make_certificates, make_site_key
-from engine.federation.server import ServerSession
+from engine.events import RoundFinished
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 TOL = 1e-5
-
-
-class Federation:
-    """A loopback federation in ``root`` over the given site folders."""
-
-    def __init__(self, root: Path, site_dirs: list[Path], config: RunConfig, *, registered: list[Path] | None = None) -> None:
-        self.root = root
-        self.site_dirs = site_dirs
-        self.pki = root / "pki"
-        make_certificates(self.pki, ["localhost"])
-        keys = root / "registered-keys"
-        keys.mkdir()
-        for site in site_dirs:
-            _, public = make_site_key(self.pki / "site-keys" / site.name)
-            if registered is None or site in registered:
-                (keys / public.name).write_bytes(public.read_bytes())
-        fed = FederationConfig(sites=len(registered or site_dirs), min_sites=2, reply_timeout_s=300, host="127.0.0.1", port=free_port())
-        self.config = config.replace(federation=fed)
-        self.session = ServerSession(self.config, root / "server", self.pki, keys)
-        self.sites: list[ManagedProcess] = []
-        self.events: list[Event] = []
-
-    @property
-    def superlink(self) -> str:
-        return f"127.0.0.1:{self.config.federation.port}"
-
-    def start_site(self, site: Path, **kwargs: Any) -> ManagedProcess:
-        process = start_site(self.superlink, site, self.pki, self.root, **kwargs)
-        self.sites.append(process)
-        return process
-
-    def run(self, allow_model_sharing: dict[str, bool] | None = None) -> Path:
-        allow = allow_model_sharing or {}
-        self.session.start()
-        for site in self.site_dirs:
-            self.start_site(site, allow_model_sharing=allow.get(site.name, True))
-        self.session.start_run()
-        self.session.follow(self.events.append, stop=lambda: any(not p.alive for p in self.sites))
-        return self.session.out_dir
-
-    def close(self) -> None:
-        for process in self.sites:
-            process.stop()
-        self.session.stop()
-
-
-@pytest.fixture
-def federation(tmp_path: Path):
-    made: list[Federation] = []
-
-    def make(site_dirs: list[Path], config: RunConfig, **kwargs: Any) -> Federation:
-        fed = Federation(tmp_path, site_dirs, config, **kwargs)
-        made.append(fed)
-        return fed
-
-    yield make
-    for fed in made:
-        fed.close()
 
 
 def _rounds(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,19 +33,6 @@ def _rounds(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _close(a: Any, b: Any) -> bool:
     return torch.allclose(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), atol=TOL, rtol=0)
-
-
-@pytest.fixture(scope="module")
-def flower_auto_fedavg(tmp_path_factory: pytest.TempPathFactory, phantom_sites: list[Path], tiny: Any):
-    """One Auto-FedAvg run over Flower with the tiny settings of the simulation tests
-    (the same parameters as the cached simulation run ``demo_run("auto-fedavg")``)."""
-    root = tmp_path_factory.mktemp("flower-auto-fedavg")
-    fed = Federation(root, phantom_sites, tiny("auto-fedavg", {"beta_steps": 2}))
-    try:
-        out = fed.run()
-    finally:
-        fed.close()
-    return fed, out
 
 
 def test_flower_run_equals_the_simulation(flower_auto_fedavg: Any, demo_run: Any) -> None:
@@ -170,6 +94,7 @@ def test_a_site_with_an_unregistered_key_cannot_join(federation: Any, phantom_si
     fed.session.start()
     intruder = fed.start_site(phantom_sites[2])
     assert intruder.popen.wait(60) == 2  # `fedseg site` gives up with one line, exit 2
-    site_log = (fed.root / "logs" / f"{phantom_sites[2].name}.log").read_text()
-    assert "Failed to activate SuperNode" in site_log, site_log
+    site_log = fed.site_log(phantom_sites[2])
+    assert "refused the key" in site_log and "Failed to activate SuperNode" in site_log, site_log
+    assert "fedseg server register" in site_log and "Traceback" not in site_log
     assert "No SuperNode found with the given public key" in (fed.session.out_dir / "superlink.log").read_text()
