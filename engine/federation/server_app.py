@@ -30,7 +30,7 @@ from engine.errors import FederationError
 from engine.events import EventBus, RunWarning, recorded_run
 from engine.federation.records import META, OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
 from engine.federation.launcher import log_to_file
-from engine.federation.transport import FlowerTransport
+from engine.federation.transport import UNDELIVERED, FlowerTransport
 from engine.fl import STRATEGIES, build_strategy
 from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state, rewind_events
 from engine.fl.site import SiteInfo
@@ -67,20 +67,37 @@ def wait_for_nodes(grid: Grid, count: int, warn) -> list[int]:
 
 
 def ask_site_info(grid: Grid, nodes: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
-    """``query.site_info`` to every node; node id -> {name, num_train, allow_model_sharing}."""
-    messages = [
-        FlowerMessage(RecordDict({META: ConfigRecord({"round": 0})}), dst_node_id=n, message_type=SITE_INFO, group_id="0")
-        for n in nodes
-    ]
+    """``query.site_info`` to every node; node id -> {name, num_train, allow_model_sharing}.
+
+    A node the SuperLink lists but cannot reach (after a SuperLink restart, its
+    SuperNode may not have reconnected yet) is asked again once it is back online.
+    """
     infos: dict[int, dict[str, Any]] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise FederationError(f"site on node {node} cannot take part: {reply.error.reason}")
-        infos[node] = json.loads(str(reply.content.config_records[META]["json"]))
-    silent = [n for n in nodes if n not in infos]
-    if silent:
-        raise FederationError(f"{len(silent)} connected site(s) did not answer within {timeout_s:g} s")
+    pending: dict[str, int] = {}  # message id -> node
+    deadline = time.monotonic() + timeout_s
+    while len(infos) < len(nodes):
+        asked = set(infos) | set(pending.values())
+        online = set(grid.get_node_ids())
+        fresh = [n for n in nodes if n not in asked and n in online]
+        if fresh:
+            messages = [
+                FlowerMessage(RecordDict({META: ConfigRecord({"round": 0})}), dst_node_id=n, message_type=SITE_INFO, group_id="0", ttl=timeout_s)
+                for n in fresh
+            ]
+            pending.update((msg_id, n) for msg_id, n in zip(grid.push_messages(messages), fresh) if msg_id)
+        for reply in grid.pull_messages(list(pending)) if pending else []:
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is None:
+                continue
+            if reply.has_error():
+                if reply.error.code in UNDELIVERED:
+                    continue  # asked again once the node is online
+                raise FederationError(f"site on node {node} cannot take part: {reply.error.reason}")
+            infos[node] = json.loads(str(reply.content.config_records[META]["json"]))
+        if len(infos) < len(nodes):
+            if time.monotonic() > deadline:
+                raise FederationError(f"{len(nodes) - len(infos)} connected site(s) did not answer within {timeout_s:g} s")
+            time.sleep(JOIN_POLL_S / 5)
     return infos
 
 

@@ -135,7 +135,8 @@ class FlowerTransport:
             if not unanswered():
                 break
             if offline and time.monotonic() >= next_node_check:
-                back = {k for k in offline if self.nodes[k] in set(self.grid.get_node_ids())}
+                online = set(self.grid.get_node_ids())
+                back = {k for k in offline if self.nodes[k] in online}
                 if back:
                     log.info("round %s: site(s) %s back online; sending '%s' again", first.round, ", ".join(self.names[k] for k in back), first.kind)
                     pending.update(self._push({k: messages[k] for k in back}))

@@ -6,7 +6,8 @@ one ``fedseg site`` process (SuperNode + persistent executor) per phantom site.
 * what a site sends (its ``outbox.jsonl``) holds only the model's parameter names and
   shapes, beta gradients, metrics and counts;
 * a site that has not accepted model sharing makes an Auto-FedAvg run fail with its name;
-* a site whose key is not registered never joins.
+* a site whose key is not registered never joins;
+* every other registered strategy gives the simulation's numbers over Flower too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 
 from engine.errors import FederationError
 from engine.events import RoundFinished
+from engine.fl import STRATEGIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -98,3 +100,24 @@ def test_a_site_with_an_unregistered_key_cannot_join(federation: Any, phantom_si
     assert "refused the key" in site_log and "Failed to activate SuperNode" in site_log, site_log
     assert "fedseg server register" in site_log and "Traceback" not in site_log
     assert "No SuperNode found with the given public key" in (fed.session.out_dir / "superlink.log").read_text()
+
+
+@pytest.mark.parametrize("algorithm", [name for name in STRATEGIES.names() if name != "auto-fedavg"])
+def test_every_strategy_runs_over_flower_as_in_the_simulation(algorithm: str, federation: Any, phantom_sites: list[Path], tiny: Any, demo_run: Any) -> None:
+    """No strategy module knows about Flower: each one's messages go through the same
+    ClientApp handlers and FlowerTransport, and give the simulation's numbers."""
+    fed = federation(phantom_sites, tiny(algorithm))
+    out = fed.run()
+    sim = demo_run(algorithm)
+    mine = _rounds([json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()])
+    assert [r["round"] for r in mine] == [r["round"] for r in sim.rounds] == [1, 2]
+    for a, b in zip(mine, sim.rounds):
+        assert _close(a["alpha"], b["alpha"]) and a["missing_sites"] == []
+        assert a["bytes_up"] == b["bytes_up"] and a["bytes_down"] == b["bytes_down"]
+    results = json.loads((out / "results.json").read_text())
+    for key in ("global_test_avg", "local_avg", "local_gen"):
+        expected = sim.results[key]
+        assert results[key] == (None if expected is None else pytest.approx(expected, abs=TOL)), key
+    if STRATEGIES.get(algorithm).has_global_model:
+        final, expected = load_file(str(out / "global_model.safetensors")), load_file(str(sim.out / "global_model.safetensors"))
+        assert max(float((final[k] - expected[k]).abs().max()) for k in expected) <= TOL
