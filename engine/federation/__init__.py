@@ -7,6 +7,7 @@
 * :mod:`.executor` / :mod:`.supernode`: a persistent ClientApp process, and the SuperNode
   tuned for short exchanges;
 * :mod:`.launcher` / :mod:`.server` / :mod:`.site` / :mod:`.demo`: processes and commands;
+* :mod:`.pulls`: Flower's object pulls with a back-off sized for loopback and LAN;
 * :mod:`.pki`: CA, server certificate and site keys.
 """
 

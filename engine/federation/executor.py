@@ -28,11 +28,11 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from engine.errors import FedSegError
-from engine.federation import client_app
+from engine.federation import client_app, pulls
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL_S = 0.005  # within HOT_S of a task: the next message of an exchange is near
+FIRST_POLL_S = 0.02  # within HOT_S of a task: the next message of an exchange is near
 HOT_S = 5.0
 MAX_POLL_S = 0.25  # idle: a loopback call four times a second costs nothing
 
@@ -47,9 +47,19 @@ def _client(address: str, *interceptors, retry: bool = True) -> RuntimeHttpClien
     )
 
 
-def run_one_task(address: str, token: str) -> str:
+def run_one_task(address: str, token: str) -> tuple[str, dict[str, float]]:
     """Pull the task's message, answer it with the ClientApp, push the reply. Returns the
-    message type handled."""
+    message type handled and the seconds spent in each part (pull, app, push, output)."""
+    clock = time.perf_counter
+    parts: dict[str, float] = {}
+    mark = clock()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = clock()
+        parts[name] = now - mark
+        mark = now
+
     client = _client(address, RuntimeTokenHttpInterceptor(token))
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
@@ -57,6 +67,7 @@ def run_one_task(address: str, token: str) -> str:
     status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
         message, context, _run, _fab = pull_task_input(client)
+        lap("pull")
         kind = message.metadata.message_type
         try:
             reply = client_app.app(message=message, context=context)
@@ -69,18 +80,32 @@ def run_one_task(address: str, token: str) -> str:
             log.exception("%s failed", kind)
             reply = FlowerMessage(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
             details = str(exc)
-        push_message(client, reply, context)
-        return kind
+        lap("app")
+        try:
+            push_message(client, reply, context)
+        except Exception as exc:  # noqa: BLE001 - the SuperNode dropped the message it answers
+            # Seen when the coordinator restarts while a site computes: the SuperNode finds
+            # the run no longer running and discards the message and its objects. The new
+            # coordinator sends its own message; this site must stay up to answer it.
+            log.warning("%s: the reply was not taken by the SuperNode (%s: %s); the coordinator asks again if it still needs it", kind, type(exc).__name__, exc)
+            status, details = SubStatus.FAILED, "reply not delivered"
+        lap("push")
+        return kind, parts
     finally:
-        push_task_output(client, context, status, details)
+        try:
+            push_task_output(client, context, status, details)
+        except Exception as exc:  # noqa: BLE001 - same cause as above; the task is over either way
+            log.debug("PushTaskOutput: %s", exc)
         if heartbeat.is_running:
             heartbeat.stop()
         client.close()
+        lap("output")
 
 
 def serve(address: str, stop: threading.Event | None = None) -> None:
     """Answer tasks from the SuperNode's Runtime API at ``address`` until ``stop`` is set."""
     stop = stop or threading.Event()
+    pulls.install()  # a task's arrays may still be on their way to the SuperNode
     client = _client(address, retry=False)  # the loop retries itself, and must notice `stop`
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     poll = FIRST_POLL_S
@@ -95,8 +120,14 @@ def serve(address: str, stop: threading.Event | None = None) -> None:
                 continue
             if response.HasField("task") and response.token:
                 started = time.perf_counter()
-                kind = run_one_task(address, response.token)
-                log.info("answered %s in %.2f s", kind, time.perf_counter() - started)
+                try:
+                    kind, parts = run_one_task(address, response.token)
+                except Exception:  # noqa: BLE001 - one failed task must not take the site down
+                    log.exception("a task failed before its message could be answered")
+                    continue
+                log.info(
+                    "answered %s in %.2f s (%s)", kind, time.perf_counter() - started, ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                )
                 poll, last_task = FIRST_POLL_S, time.monotonic()
             else:
                 stop.wait(poll)

@@ -22,17 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message as FlowerMessage, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from engine.config import RunConfig, from_dict
 from engine.errors import FederationError
 from engine.events import EventBus, RunWarning, recorded_run
-from engine.federation.records import META, OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
+from engine.federation.records import OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
+from engine.federation import pulls
 from engine.federation.launcher import log_to_file
-from engine.federation.transport import UNDELIVERED, FlowerTransport
+from engine.federation.transport import FlowerTransport
 from engine.fl import STRATEGIES, build_strategy
 from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state, rewind_events
+from engine.fl.protocol import Message
 from engine.fl.site import SiteInfo
 from engine.model.checkpoint import atomic_write_json
 
@@ -50,6 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     out_dir = Path(str(context.run_config[OUT_KEY]))
     out_dir.mkdir(parents=True, exist_ok=True)
     log_to_file(out_dir / "coordinator.log")
+    pulls.install()  # the sites' replies are pulled while their arrays are still arriving
     run_federation(grid, config, out_dir)
 
 
@@ -66,39 +69,20 @@ def wait_for_nodes(grid: Grid, count: int, warn) -> list[int]:
         time.sleep(JOIN_POLL_S)
 
 
-def ask_site_info(grid: Grid, nodes: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
+def ask_site_info(grid: Grid, nodes: list[int], timeout_s: float, warn) -> dict[int, dict[str, Any]]:
     """``query.site_info`` to every node; node id -> {name, num_train, allow_model_sharing}.
 
-    A node the SuperLink lists but cannot reach (after a SuperLink restart, its
-    SuperNode may not have reconnected yet) is asked again once it is back online.
+    Sent through a :class:`FlowerTransport` that needs every node, so the handshake
+    follows the rounds' delivery rules: a node the SuperLink lists but cannot reach yet
+    (after a SuperLink restart its SuperNode may not have reconnected) is asked again
+    once it is online, and a site that answers with an error stops the run, naming it.
     """
-    infos: dict[int, dict[str, Any]] = {}
-    pending: dict[str, int] = {}  # message id -> node
-    deadline = time.monotonic() + timeout_s
-    while len(infos) < len(nodes):
-        asked = set(infos) | set(pending.values())
-        online = set(grid.get_node_ids())
-        fresh = [n for n in nodes if n not in asked and n in online]
-        if fresh:
-            messages = [
-                FlowerMessage(RecordDict({META: ConfigRecord({"round": 0})}), dst_node_id=n, message_type=SITE_INFO, group_id="0", ttl=timeout_s)
-                for n in fresh
-            ]
-            pending.update((msg_id, n) for msg_id, n in zip(grid.push_messages(messages), fresh) if msg_id)
-        for reply in grid.pull_messages(list(pending)) if pending else []:
-            node = pending.pop(reply.metadata.reply_to_message_id, None)
-            if node is None:
-                continue
-            if reply.has_error():
-                if reply.error.code in UNDELIVERED:
-                    continue  # asked again once the node is online
-                raise FederationError(f"site on node {node} cannot take part: {reply.error.reason}")
-            infos[node] = json.loads(str(reply.content.config_records[META]["json"]))
-        if len(infos) < len(nodes):
-            if time.monotonic() > deadline:
-                raise FederationError(f"{len(nodes) - len(infos)} connected site(s) did not answer within {timeout_s:g} s")
-            time.sleep(JOIN_POLL_S / 5)
-    return infos
+    index = dict(enumerate(nodes))  # placeholder site index -> node, until names order them
+    transport = FlowerTransport(
+        grid, index, {i: f"on node {n}" for i, n in index.items()}, timeout_s=timeout_s, min_sites=len(nodes), warn=warn
+    )
+    replies = transport.exchange({i: Message(SITE_INFO, 0) for i in index})
+    return {index[i]: reply.metrics for i, reply in replies.items()}
 
 
 def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, Any]:
@@ -114,7 +98,7 @@ def run_federation(grid: Grid, config: RunConfig, out_dir: Path) -> dict[str, An
     with recorded_run(bus, out_dir / EVENTS):
         fed = config.federation
         nodes = wait_for_nodes(grid, fed.sites, warn)
-        infos = ask_site_info(grid, nodes, fed.reply_timeout_s)
+        infos = ask_site_info(grid, nodes, fed.reply_timeout_s, warn)
         ordered = sorted(infos, key=lambda n: infos[n]["name"])[: fed.sites]
         names = [infos[n]["name"] for n in ordered]
         if len(set(names)) != len(names):

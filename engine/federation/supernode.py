@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time as _time
 from types import SimpleNamespace
 
-FIRST_POLL_S = 0.02
+from engine.federation import pulls
+
+FIRST_POLL_S = 0.05
 HOT_S = 5.0  # keep polling fast this long after a message: the next one is usually close
 MAX_POLL_S = 3.0  # Flower's own interval
 REPLY_POLL_S = 0.01
@@ -76,7 +77,9 @@ def stop_when_parent_dies() -> None:
         return
 
     def watch() -> None:
-        while sys.stdin.buffer.read(4096):
+        # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader holds
+        # its lock, and the interpreter aborts at exit ("could not acquire lock for stdin")
+        while os.read(0, 4096):
             pass
         signal.raise_signal(signal.SIGTERM)
 
@@ -86,7 +89,12 @@ def stop_when_parent_dies() -> None:
 def main() -> None:
     stop_when_parent_dies()  # a site process that dies takes its SuperNode with it
     install()
+    pulls.install()
+    from flwr.common.logger import update_console_handler
     from flwr.supernode.cli import flower_supernode
+
+    # supernode.log is a file an operator reads after the fact: times, not colour codes
+    update_console_handler(timestamps=True, colored=False)
 
     flower_supernode()
 

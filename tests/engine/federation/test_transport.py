@@ -1,10 +1,10 @@
-"""FlowerTransport's rules for sites that fail, against a scripted in-memory Grid.
+"""FlowerTransport's rules for sites that fail (and the handshake that follows them), against a scripted in-memory Grid.
 
 The Grid stands in for the SuperLink only: it stores pushed Flower messages, and each
 site (node) answers them as its script says: at once, never, with an error, or after
 being offline for a while (the SuperLink then answers for it with NODE_UNAVAILABLE, and
 lists the node again once it is back). The real SuperLink is exercised by the loopback
-tests in tests/integration/test_flower.py.
+tests in tests/integration/flower/.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from engine.errors import FederationError
 from engine.federation.records import content_to_message, reply_to_content
+from engine.federation.server_app import ask_site_info
 from engine.federation.transport import FlowerTransport
 from engine.fl.protocol import Message, Reply
 
@@ -162,3 +163,19 @@ def test_one_error_reply_among_enough_replies_is_left_out() -> None:
     transport, _, warnings = make({0: Site(), 1: Site(), 2: Site("error")})
     assert sorted(transport.exchange(messages(range(3)))) == [0, 1]
     assert any("site-2 answered 'train' with an error" in w for w in warnings)
+
+
+def test_the_handshake_waits_for_a_listed_node_that_is_not_back_yet() -> None:
+    """After a SuperLink restart it lists nodes whose SuperNode has not reconnected."""
+    sites = {40: Site(), 41: Site("offline", back_at=time.monotonic() + 0.4)}
+    warnings: list[str] = []
+    infos = ask_site_info(ScriptedGrid(sites), [40, 41], timeout_s=5.0, warn=lambda text, site: warnings.append(text))
+    assert infos == {40: {"loss": 0.5}, 41: {"loss": 0.5}}
+    assert sites[41].received == [0]
+    assert any("on node 41 is offline" in w for w in warnings), warnings
+
+
+def test_the_handshake_stops_on_a_site_that_answers_with_an_error() -> None:
+    sites = {40: Site(), 41: Site("error")}
+    with pytest.raises(FederationError, match=r"only 1 site\(s\) could answer 'query.site_info', 2 needed.*on node 41: site-x: data folder gone"):
+        ask_site_info(ScriptedGrid(sites), [40, 41], timeout_s=5.0, warn=lambda text, site: None)
