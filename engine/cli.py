@@ -11,9 +11,9 @@ import ast
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.errors import ConfigError, FedSegError
 
@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 already; keep its message to one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"fedseg: error: {message} (see fedseg {self.prog.split()[-1]} --help)\n")
+        command = " ".join(self.prog.split()[1:])  # "" for the top level, "server register", ...
+        self.exit(EXIT_USER_ERROR, f"fedseg: error: {message} (see {' '.join(['fedseg', command, '--help']).replace('  ', ' ')})\n")
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -42,10 +43,26 @@ def _param(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def build_parser() -> argparse.ArgumentParser:
+Command = Callable[[argparse.Namespace], int]
+
+
+class Extension(Protocol):
+    """A sub-command defined outside the engine (the desktop app's ``gui``): the engine's
+    command line stays free of Qt, and the app adds itself when it is installed."""
+
+    name: str
+
+    def add_parser(self, sub: Any) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="fedseg", description="FedSeg Studio: federated 3D CT lesion segmentation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for extension in extensions:
+        extension.add_parser(sub)
 
     sim = sub.add_parser("simulate", help="run K sites in one process and write the run artefacts")
     source = sim.add_mutually_exclusive_group()
@@ -102,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; lower it when sites share a machine)")
 
     demo_fl = sub.add_parser("demo", help="a whole federation on this machine over Flower (3 phantom sites)")
-    demo_fl.add_argument("--headless", action="store_true", help="terminal progress (the desktop app is not built yet)")
+    demo_fl.add_argument("--headless", action="store_true", help="progress on the terminal (the app, `fedseg gui`, has the same demo under Federation > Demo)")
     demo_fl.add_argument("--algorithm", default="auto-fedavg")
     demo_fl.add_argument("--rounds", type=int, default=DEMO_ROUNDS)
     demo_fl.add_argument("--out", metavar="DIR", help="default runs/flower-demo-<time>")
@@ -335,15 +352,21 @@ def _print(text: str) -> None:
     print(text, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, extensions: Sequence[Extension] = (), default: str | None = None) -> int:
+    """Run ``fedseg ARGV``; ``extensions`` add sub-commands, ``default`` is the one run
+    when none is given (the app's ``gui``; without it, the help is printed)."""
+    parser = build_parser(extensions)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if default is not None and not [a for a in argv if not a.startswith("-")] and not {"-h", "--help"} & set(argv):
+        argv.append(default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
+    commands: dict[str, Command] = {**COMMANDS, **{e.name: e.run for e in extensions}}
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except FedSegError as exc:
         print(f"fedseg: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

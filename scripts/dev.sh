@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up the project's own virtual environment (idempotent), then run the demo or the tests.
+# Set up the project's own virtual environment (idempotent), then run the app, the demo or the tests.
+#   bash scripts/dev.sh app                          # the desktop app; the headless demo when there is no display
 #   bash scripts/dev.sh demo [fedseg demo options]   # 3 phantom sites over a loopback Flower federation
 #   bash scripts/dev.sh test [pytest options]
 # torch==2.13.0 is installed before anything that depends on torch: on a CPU-only machine
@@ -26,6 +27,9 @@ fi
 task=${1:-}
 shift || true
 case "$task" in
+  app)
+    exec "$venv/bin/fedseg" "$@"
+    ;;
   demo)
     exec "$venv/bin/fedseg" demo --headless "$@"
     ;;
@@ -33,7 +37,7 @@ case "$task" in
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   *)
-    echo "usage: bash scripts/dev.sh demo|test [options]" >&2
+    echo "usage: bash scripts/dev.sh app|demo|test [options]" >&2
     exit 2
     ;;
 esac
