@@ -32,7 +32,7 @@ from engine.federation import client_app, pulls
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL_S = 0.02  # within HOT_S of a task: the next message of an exchange is near
+FIRST_POLL_S = 0.005  # within HOT_S of a task: the next message of an exchange is near
 HOT_S = 5.0
 MAX_POLL_S = 0.25  # idle: a loopback call four times a second costs nothing
 

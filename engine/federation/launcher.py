@@ -135,8 +135,19 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     self.popen.kill()
                     self.popen.wait()
+        self._end_leftovers()
         self._close()
         return self.popen.returncode
+
+    def _end_leftovers(self) -> None:
+        """Children the process started and left behind (the SuperLink's ``flwr-serverapp``
+        outlives it, retrying its calls for minutes) share its process group: end them."""
+        if WINDOWS:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left in the group
 
     def _close(self) -> None:
         if self.popen.stdin is not None:

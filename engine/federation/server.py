@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.errors import CheckpointError, FederationError
+from engine.errors import CheckpointError, ConfigError, FederationError
 from engine.events import Event, EventTail, RunFailed, RunFinished
 from engine.fl.coordinator import rewind_events
 from engine.federation.launcher import ControlClient, ManagedProcess, build_app_bundle, start_superlink, wait_for_port
@@ -106,6 +106,18 @@ class ServerSession:
         self.run_id = self.control.start_run(fab)
         log.info("started Flower run %d", self.run_id)
         return self.run_id
+
+    def next_run(self, config: RunConfig, out_dir: Path) -> int:
+        """Start another run on this SuperLink: the sites stay connected (a coordinator
+        hosting one experiment after another). Same federation settings, any strategy."""
+        if config.federation != self.config.federation:
+            raise ConfigError("federation: a run on a running SuperLink keeps its [federation] settings; restart the server to change them")
+        if (Path(out_dir) / "results.json").exists():
+            raise CheckpointError(f"{out_dir}: holds a finished run; choose another folder")
+        self.config, self.out_dir = config, Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = None
+        return self.start_run()
 
     def follow(self, on_event: Callable[[Event], None], stop: Callable[[], bool] = lambda: False) -> None:
         """Forward the run's events until it ends; raise FederationError if it failed."""

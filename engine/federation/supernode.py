@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from engine.federation import pulls
 
-FIRST_POLL_S = 0.05
+FIRST_POLL_S = 0.02
 HOT_S = 5.0  # keep polling fast this long after a message: the next one is usually close
 MAX_POLL_S = 3.0  # Flower's own interval
 REPLY_POLL_S = 0.01

@@ -35,7 +35,7 @@ from engine.fl.protocol import Message, Reply
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL_S = 0.02
+FIRST_POLL_S = 0.005
 HOT_S = 2.0  # pull every FIRST_POLL_S this long into an exchange (a beta step takes about 1 s)
 MAX_POLL_S = 0.2
 NODE_CHECK_S = 1.0  # how often to ask whether an offline site is back

@@ -84,6 +84,14 @@ class Federation:
         self.session.follow(self.events.append, stop=lambda: any(not p.alive for p in self.sites.values()))
         return self.session.out_dir
 
+    def run_next(self, config: RunConfig, name: str) -> Path:
+        """Another run on the running SuperLink and sites, into ``root/name`` (what a
+        coordinator hosting one experiment after another does)."""
+        out = self.root / name
+        self.session.next_run(config.replace(federation=self.config.federation), out)
+        self.session.follow(self.events.append, stop=lambda: any(not p.alive for p in self.sites.values()))
+        return out
+
     def close(self) -> None:
         for process in self.sites.values():
             process.stop()
@@ -106,13 +114,22 @@ def federation(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def flower_auto_fedavg(tmp_path_factory: pytest.TempPathFactory, phantom_sites: list[Path], tiny: Any):
-    """One Auto-FedAvg run over Flower with the tiny settings of the simulation tests
-    (the same parameters as the cached simulation run ``demo_run("auto-fedavg")``)."""
-    root = tmp_path_factory.mktemp("flower-auto-fedavg")
+def shared_federation(tmp_path_factory: pytest.TempPathFactory, phantom_sites: list[Path], tiny: Any):
+    """One SuperLink and three sites (model sharing accepted) for the whole session; its
+    first run is Auto-FedAvg with the tiny settings of the simulation tests (the same
+    parameters as the cached simulation run ``demo_run("auto-fedavg")``), later runs are
+    started with :meth:`Federation.run_next`. Starting the processes costs as much as a
+    tiny run, so the per-strategy tests share them."""
+    root = tmp_path_factory.mktemp("flower-shared")
     fed = Federation(root, phantom_sites, tiny("auto-fedavg", {"beta_steps": 2}))
     try:
-        out = fed.run()
+        fed.first_run = fed.run()
+        yield fed
     finally:
         fed.close()
-    return fed, out
+
+
+@pytest.fixture(scope="session")
+def flower_auto_fedavg(shared_federation: Federation):
+    """The Auto-FedAvg run over Flower: (federation, run folder)."""
+    return shared_federation, shared_federation.first_run

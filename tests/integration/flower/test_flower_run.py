@@ -103,11 +103,11 @@ def test_a_site_with_an_unregistered_key_cannot_join(federation: Any, phantom_si
 
 
 @pytest.mark.parametrize("algorithm", [name for name in STRATEGIES.names() if name != "auto-fedavg"])
-def test_every_strategy_runs_over_flower_as_in_the_simulation(algorithm: str, federation: Any, phantom_sites: list[Path], tiny: Any, demo_run: Any) -> None:
+def test_every_strategy_runs_over_flower_as_in_the_simulation(algorithm: str, shared_federation: Any, tiny: Any, demo_run: Any) -> None:
     """No strategy module knows about Flower: each one's messages go through the same
-    ClientApp handlers and FlowerTransport, and give the simulation's numbers."""
-    fed = federation(phantom_sites, tiny(algorithm))
-    out = fed.run()
+    ClientApp handlers and FlowerTransport, and give the simulation's numbers. The runs
+    follow each other on one SuperLink with the same connected sites."""
+    out = shared_federation.run_next(tiny(algorithm), algorithm)
     sim = demo_run(algorithm)
     mine = _rounds([json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()])
     assert [r["round"] for r in mine] == [r["round"] for r in sim.rounds] == [1, 2]
