@@ -42,6 +42,8 @@ SCENARIOS = {
     "fedavg-small": ("fedavg", {}, 5, 2),
     "fedavg-realistic": ("fedavg", {}, 80, 2),
     "auto-fedavg": ("auto-fedavg", {"beta_steps": 10, "t0": 1}, 5, 2),
+    # the same phase in 2 messages of 5 beta steps (beta_local_steps, docs/algorithms.md)
+    "auto-fedavg-5-steps-per-message": ("auto-fedavg", {"beta_steps": 10, "t0": 1, "beta_local_steps": 5}, 5, 2),
 }
 
 
@@ -65,10 +67,23 @@ def over_flower(config: RunConfig, out: Path) -> Path:
     return out / "server"
 
 
+def seconds_per_beta_step(events: list[dict]) -> list[float]:
+    """Each beta_step event's exchange time divided by the steps its message covered (one,
+    or ``beta_local_steps``: an event carries the last step of its message)."""
+    out, previous = [], {}
+    for e in events:
+        if e["type"] != "beta_step" or e.get("seconds") is None:
+            continue
+        covered = e["step"] - previous.get(e["round"], 0)
+        previous[e["round"]] = e["step"]
+        out.append(e["seconds"] / covered)
+    return out
+
+
 def summarise(run_dir: Path) -> dict:
     events = read_events(run_dir / "events.jsonl")
     rounds = [e for e in events if e["type"] == "round_finished"]
-    steps = [e["seconds"] for e in events if e["type"] == "beta_step" and e.get("seconds") is not None]
+    steps = seconds_per_beta_step(events)
     results = json.loads((run_dir / "results.json").read_text())
     return {
         "round_s": [r["seconds"] for r in rounds],
@@ -151,8 +166,9 @@ def main() -> int:
             "flower_vs_sim_round_time": statistics.mean(fl["round_s"]) / statistics.mean(sim["round_s"]) - 1,
             "transport_overhead_of_round_time": transport_total / flower_round_total,
             "sim_beta_step_s": sim["beta_step_s_median"],
-            "flower_beta_step_s": beta["wall_s_per_exchange"] if beta else None,
-            "flower_beta_step_transport_s": beta["transport_s_per_exchange"] if beta else None,
+            "flower_beta_message_s": beta["wall_s_per_exchange"] if beta else None,
+            "flower_beta_step_s": beta["wall_s_per_exchange"] / params.get("beta_local_steps", 1) if beta else None,
+            "flower_beta_step_transport_s": beta["transport_s_per_exchange"] / params.get("beta_local_steps", 1) if beta else None,
             "train_wire_bytes_per_round_vs_2Kmodel": wire_per_round / (2 * k * model),
             "auto_fedavg_extra_vs_fedavg": extra / (wire_per_round * rounds) if extra else None,
             "expected_extra_(K-1)/(2t0)": (k - 1) / (2 * params.get("t0", 1)) if algorithm == "auto-fedavg" else None,
@@ -162,7 +178,13 @@ def main() -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "per_kind"}), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv])}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
+    results = out / "results.json"
+    if args.only and results.exists():  # keep the other scenarios' rows, with the run that measured them
+        previous = json.loads(results.read_text())
+        fresh = {row["scenario"] for row in table}
+        kept = [row if "measured_by" in row else dict(row, measured_by=previous["meta"]) for row in previous["rows"] if row["scenario"] not in fresh]
+        table = kept + table
+    results.write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
     return 0
 
 

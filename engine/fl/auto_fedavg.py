@@ -22,6 +22,15 @@ server (a FedOpt-style server optimiser; sites stay stateless). With
 ``beta_optimizer = "sgd"`` this is exactly the paper's "each site takes one gradient step
 on beta, the server averages the beta^{s,k}", since mean_k(beta - lr g_k) = beta - lr
 mean_k(g_k). Adam is the default because dL/dbeta has no known scale.
+
+Option [I] ``beta_local_steps`` m (default 1, the paper): each ``learn_beta_step`` message
+asks a site for m steps instead of one. The site takes them with plain SGD on its own copy
+of beta (lr ``beta_lr``, clamped like the server's beta) and answers the pseudo-gradient
+(beta_start - beta_end) / (m lr), the mean gradient along its path; the server averages
+and applies that as it applies a gradient. m = 1 is exactly the protocol above; m > 1 is
+federated averaging of beta (local steps between syncs, as FedAvg does for the weights)
+with S/m messages per phase instead of S. Over a real network each message costs far more
+than a step (``docs/federation.md`` §8), so this is the knob for slow links.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ class AutoFedAvgParams:
     beta_lr: float = 0.05
     beta_init: float = 6.0
     beta_optimizer: str = "adam"
+    beta_local_steps: int = 1
 
     def __post_init__(self) -> None:
         check_choice("strategy.params.weights", self.weights, WEIGHT_KINDS)
@@ -70,6 +80,8 @@ class AutoFedAvgParams:
             raise ConfigError(f"strategy.params.t0: must be >= 1, got {self.t0}")
         if self.beta_steps < 0:
             raise ConfigError(f"strategy.params.beta_steps: must be >= 0, got {self.beta_steps}")
+        if self.beta_local_steps < 1:
+            raise ConfigError(f"strategy.params.beta_local_steps: must be >= 1, got {self.beta_local_steps}")
         if self.beta_lr <= 0:
             raise ConfigError(f"strategy.params.beta_lr: must be > 0, got {self.beta_lr}")
         if self.weights == DIRICHLET and self.beta_init <= 1.0:
@@ -130,23 +142,42 @@ class AutoFedAvgSite(SiteLogic):
         return saved[0]
 
     def on_query_learn_beta_step(self, message: Message) -> Reply:
+        """One step (the paper), or ``local_steps`` SGD steps on a local copy of beta
+        answered as their mean gradient (``beta_local_steps``, see the module docstring)."""
         rt = self.runtime
-        rnd, step = message.round, int(message.config["step"])
+        rnd, first = message.round, int(message.config["step"])
+        local_steps = int(message.config.get("local_steps", 1))
         sites = [int(s) for s in message.config["sites"]]
-        device = rt.device
-        models = [{k: v.to(device) for k, v in self._model(rnd, s).items()} for s in sites]
+        models = [{k: v.to(rt.device) for k, v in self._model(rnd, s).items()} for s in sites]
         groups = layer_groups(list(models[0])) if self.params.aggregation == LAYER else None
-        beta = message.arrays["beta"]["beta"].to(device, torch.float32).requires_grad_(True)
+        start = message.arrays["beta"]["beta"].to(rt.device, torch.float32)
+        beta, losses = start, []
+        for step in range(first, first + local_steps):
+            grad, loss = self._beta_gradient(rnd, step, models, groups, beta)
+            losses.append(loss)
+            rt.progress(rnd, "learn_beta", step, int(message.config.get("steps", step)), loss)
+            if local_steps == 1:
+                return Reply(arrays={"beta": {"grad": grad.cpu()}}, metrics={"loss": loss})
+            beta = beta - self.params.beta_lr * grad
+            if self.params.weights == DIRICHLET:
+                beta = beta.clamp(min=BETA_FLOOR)
+        pseudo = (start - beta) / (local_steps * self.params.beta_lr)
+        return Reply(arrays={"beta": {"grad": pseudo.cpu()}}, metrics={"loss": sum(losses) / len(losses)})
+
+    def _beta_gradient(
+        self, rnd: int, step: int, models: list[ArrayDict], groups: list[list[str]] | None, beta: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:
+        """dL/dbeta of the merged model on a minibatch of this site's patches (step ``step``
+        of the phase: the same draw whatever the message grouping)."""
+        rt = self.runtime
+        beta = beta.detach().requires_grad_(True)
         rt.seed_torch(rnd, 1, step)
         alpha = training_weights(beta, self.params.weights)
         merged = merge_states(models, alpha, groups)
         image, label = rt.data.batch(rt.rng(rnd, 1, step))
-        network = rt.network.train()
-        loss = rt.trainer.loss_fn(functional_call(network, merged, (image.to(device),)), label.to(device))
+        loss = rt.trainer.loss_fn(functional_call(rt.network.train(), merged, (image.to(rt.device),)), label.to(rt.device))
         (grad,) = torch.autograd.grad(loss, beta)
-        value = float(loss.detach())
-        rt.progress(rnd, "learn_beta", step, int(message.config.get("steps", step)), value)
-        return Reply(arrays={"beta": {"grad": grad.detach().cpu()}}, metrics={"loss": value})
+        return grad.detach(), float(loss.detach())
 
 
 @register
@@ -221,19 +252,21 @@ class AutoFedAvg(Strategy):
             for k in indices
         }
         indices = [k for k in indices if k in setup]
-        steps = self.params.beta_steps
-        for step in range(1, steps + 1):
+        steps, per_message = self.params.beta_steps, self.params.beta_local_steps
+        for first in range(1, steps + 1, per_message):
             assert self.beta is not None
             beta = self.beta.detach()[indices].to(torch.float32)
+            local_steps = min(per_message, steps - first + 1)
+            config = {"sites": indices, "step": first, "steps": steps}
+            if local_steps > 1:  # absent for one step: the paper's message, unchanged
+                config["local_steps"] = local_steps
             started = time.perf_counter()
-            replies = yield {
-                k: Message(STEP, rnd, arrays={"beta": {"beta": beta}}, config={"sites": indices, "step": step, "steps": steps})
-                for k in indices
-            }
+            replies = yield {k: Message(STEP, rnd, arrays={"beta": {"beta": beta}}, config=config) for k in indices}
             if not replies:
                 break
             self._apply_step(indices, [r.arrays["beta"]["grad"] for r in replies.values()])
-            self.emit(BetaStep(round=rnd, step=step, beta=self.beta_list() or [], seconds=time.perf_counter() - started))
+            last = first + local_steps - 1
+            self.emit(BetaStep(round=rnd, step=last, beta=self.beta_list() or [], seconds=time.perf_counter() - started))
         return indices
 
     def check_reply(self, message: Message, reply: Reply, model: ArrayDict) -> str | None:

@@ -38,6 +38,8 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"auto-fedavg": {"beta_steps": BETA_
 EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "auto-fedavg[softmax]": ("auto-fedavg", {"beta_steps": BETA_STEPS, "weights": "softmax"}),
     "auto-fedavg[layer]": ("auto-fedavg", {"beta_steps": BETA_STEPS, "aggregation": "layer"}),
+    # both steps in one message per phase (the option for slow links)
+    "auto-fedavg[local-steps]": ("auto-fedavg", {"beta_steps": BETA_STEPS, "beta_local_steps": BETA_STEPS}),
 }
 
 

@@ -30,8 +30,8 @@ KNOWN_WITHOUT_BETA = FEDAVG_FAMILY | {"local-only"}
 
 
 def _variant_ids() -> list[str]:
-    # Same table as conftest.variants(): every registered algorithm plus two extras.
-    return list(STRATEGIES.names()) + ["auto-fedavg[softmax]", "auto-fedavg[layer]"]
+    # Same table as conftest.variants(): every registered algorithm plus the extras.
+    return list(STRATEGIES.names()) + ["auto-fedavg[softmax]", "auto-fedavg[layer]", "auto-fedavg[local-steps]"]
 
 
 VARIANTS = _variant_ids()
@@ -151,7 +151,7 @@ def test_fedprox_aggregates_like_fedavg(demo_run: Any) -> None:
     assert [e["alpha"] for e in demo_run("fedprox").rounds] == [e["alpha"] for e in demo_run("fedavg").rounds]
 
 
-@pytest.mark.parametrize("variant", ["auto-fedavg", "auto-fedavg[softmax]", "auto-fedavg[layer]"])
+@pytest.mark.parametrize("variant", ["auto-fedavg", "auto-fedavg[softmax]", "auto-fedavg[layer]", "auto-fedavg[local-steps]"])
 def test_auto_fedavg_alpha_follows_learned_beta(demo_run: Any, variant: str) -> None:
     """alpha = mode of Dir(beta) = (beta_k - 1) / (sum beta - K), or softmax(beta); for
     layer-wise weights the reported alpha is the mean over layers of the per-layer alpha."""
@@ -172,9 +172,10 @@ def test_auto_fedavg_alpha_follows_learned_beta(demo_run: Any, variant: str) -> 
         assert event["alpha"] == pytest.approx(alpha.tolist(), abs=1e-6)
         # beta starts at 6.0 everywhere; two Adam steps per round must have moved it
         assert np.abs(beta - 6.0).max() > 1e-4, "beta was not learned"
-    # one beta_step event per step and round
+    # one beta_step event per message and round, at the last step the message covered
     steps = [(e["round"], e["step"]) for e in run.events if e["type"] == "beta_step"]
-    assert steps == [(r, s) for r in range(1, ROUNDS + 1) for s in range(1, BETA_STEPS + 1)]
+    per_message = run.params.get("beta_local_steps", 1)
+    assert steps == [(r, s) for r in range(1, ROUNDS + 1) for s in range(per_message, BETA_STEPS + 1, per_message)]
 
 
 # -- communication -----------------------------------------------------------------------
@@ -200,15 +201,17 @@ def test_fedavg_moves_2k_models_per_round(demo_run: Any, variant: str) -> None:
         assert event["bytes_up"] + event["bytes_down"] == 2 * K * mb
 
 
-@pytest.mark.parametrize("variant", ["auto-fedavg", "auto-fedavg[softmax]", "auto-fedavg[layer]"])
+@pytest.mark.parametrize("variant", ["auto-fedavg", "auto-fedavg[softmax]", "auto-fedavg[layer]", "auto-fedavg[local-steps]"])
 def test_auto_fedavg_moves_k_k_minus_1_extra_models(demo_run: Any, variant: str) -> None:
-    """t0 = 1: FedAvg's 2K models, plus K(K-1) peer models down once per round, plus S
-    small beta messages each way (beta down, dL/dbeta up; float32, one per site)."""
+    """t0 = 1: FedAvg's 2K models, plus K(K-1) peer models down once per round, plus
+    ceil(S/m) small beta messages each way (beta down, dL/dbeta up; float32, one per
+    site; m = beta_local_steps steps per message)."""
     run = demo_run(variant)
     mb = run.results["communication"]["model_bytes"]
+    messages = -(-BETA_STEPS // run.params.get("beta_local_steps", 1))
     for event in run.rounds:
         beta_bytes = len(_flat(event["beta"])) * FLOAT32
-        beta_traffic = BETA_STEPS * K * beta_bytes
+        beta_traffic = messages * K * beta_bytes
         assert beta_traffic < mb, "beta messages must be small next to a model"
         assert event["bytes_down"] == K * mb + K * (K - 1) * mb + beta_traffic
         assert event["bytes_up"] == K * mb + beta_traffic

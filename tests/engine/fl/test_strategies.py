@@ -323,6 +323,21 @@ def test_learning_round_protocol_setup_then_steps():
     assert outcome.alpha == pytest.approx([1 / 3] * 3)
 
 
+def test_beta_local_steps_group_a_phase_into_fewer_messages():
+    """S = 5 steps, 2 per message: messages start at steps 1, 3, 5 and the last one, a
+    single step, is the paper's message (no local_steps key)."""
+    strategy = auto(t0=1, beta_steps=5, beta_local_steps=2)
+    grads = [const_grads([0.0] * 3, [0.0] * 3, [0.0] * 3)] * 5  # indexed by a message's first step
+    events = []
+    strategy.emit = events.append
+    _, sent, _ = drive(strategy.round(1, GLOBAL0), responder_for(LOCALS3, {0: 1, 1: 1, 2: 1}, grads))
+    steps = [next(iter(batch.values())) for batch in sent[2:]]
+    assert [m.config["step"] for m in steps] == [1, 3, 5]
+    assert [m.config.get("local_steps") for m in steps] == [2, 2, None]
+    assert all(m.config["steps"] == 5 for m in steps)
+    assert [e.step for e in events] == [2, 4, 5]  # beta after the last step each message covers
+
+
 def test_t0_schedule_learns_only_every_t0_rounds():
     strategy = auto(t0=3, beta_steps=1)
     zero = [const_grads([0.0] * 3, [0.0] * 3, [0.0] * 3)]
@@ -546,6 +561,11 @@ def test_adam_step_magnitude_first_step_is_lr_times_sign():
     grads = [const_grads([4.0, -0.01, 0.0], [4.0, -0.01, 0.0], [4.0, -0.01, 0.0])]
     outcome, _, _ = drive(strategy.round(1, GLOBAL0), responder_for(LOCALS3, {0: 1, 1: 1, 2: 1}, grads))
     assert outcome.beta == pytest.approx([5.95, 6.05, 6.0], abs=1e-5)
+
+
+def test_beta_local_steps_must_be_positive():
+    with pytest.raises(ConfigError, match=r"strategy.params.beta_local_steps: must be >= 1, got 0"):
+        AutoFedAvgParams(beta_local_steps=0)
 
 
 def test_params_validation():

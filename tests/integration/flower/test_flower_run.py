@@ -102,17 +102,20 @@ def test_a_site_with_an_unregistered_key_cannot_join(federation: Any, phantom_si
     assert "No SuperNode found with the given public key" in (fed.session.out_dir / "superlink.log").read_text()
 
 
-@pytest.mark.parametrize("algorithm", [name for name in STRATEGIES.names() if name != "auto-fedavg"])
-def test_every_strategy_runs_over_flower_as_in_the_simulation(algorithm: str, shared_federation: Any, tiny: Any, demo_run: Any) -> None:
+@pytest.mark.parametrize("variant", [name for name in STRATEGIES.names() if name != "auto-fedavg"] + ["auto-fedavg[local-steps]"])
+def test_every_strategy_runs_over_flower_as_in_the_simulation(variant: str, shared_federation: Any, tiny: Any, demo_run: Any) -> None:
     """No strategy module knows about Flower: each one's messages go through the same
-    ClientApp handlers and FlowerTransport, and give the simulation's numbers. The runs
-    follow each other on one SuperLink with the same connected sites."""
-    out = shared_federation.run_next(tiny(algorithm), algorithm)
-    sim = demo_run(algorithm)
+    ClientApp handlers and FlowerTransport, and give the simulation's numbers (Auto-FedAvg
+    itself: test_flower_run_equals_the_simulation; here also its several-beta-steps-per-
+    message option). The runs follow each other on one SuperLink with the same sites."""
+    sim = demo_run(variant)
+    algorithm = sim.algorithm
+    out = shared_federation.run_next(tiny(algorithm, sim.params), variant.replace("[", "-").rstrip("]"))
     mine = _rounds([json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()])
     assert [r["round"] for r in mine] == [r["round"] for r in sim.rounds] == [1, 2]
     for a, b in zip(mine, sim.rounds):
         assert _close(a["alpha"], b["alpha"]) and a["missing_sites"] == []
+        assert (a["beta"] is None) == (b["beta"] is None) and (a["beta"] is None or _close(a["beta"], b["beta"]))
         assert a["bytes_up"] == b["bytes_up"] and a["bytes_down"] == b["bytes_down"]
     results = json.loads((out / "results.json").read_text())
     for key in ("global_test_avg", "local_avg", "local_gen"):
