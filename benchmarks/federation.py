@@ -41,6 +41,8 @@ SCENARIOS = {
     # name: (algorithm, params, local steps, rounds)
     "fedavg-small": ("fedavg", {}, 5, 2),
     "fedavg-realistic": ("fedavg", {}, 80, 2),
+    # a round of ~1.5 min in the simulation: where the fixed per-round cost of Flower stops mattering
+    "fedavg-long": ("fedavg", {}, 400, 2),
     "auto-fedavg": ("auto-fedavg", {"beta_steps": 10, "t0": 1}, 5, 2),
     # the same phase in 2 messages of 5 beta steps (beta_local_steps, docs/algorithms.md)
     "auto-fedavg-5-steps-per-message": ("auto-fedavg", {"beta_steps": 10, "t0": 1, "beta_local_steps": 5}, 5, 2),
