@@ -10,7 +10,6 @@ event loop never waits on the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
@@ -18,6 +17,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QWidget
 
 from app.federation.panel import FederationPanel
+from app.federation.run_tab import ErrorDialog
 from app.help_dialog import ShortcutsDialog
 from app.plots.run_plots import RunPlotsWidget
 from app.recent import RecentFiles
@@ -25,7 +25,6 @@ from app.viewer.widget import ViewerWidget
 from app.workers import CallWorker, LoadWorker, SegmentWorker, Worker, load_lesion
 from engine.errors import FedSegError
 
-ErrorDialog = Callable[[QWidget, str, str], None]
 VOLUME_FILTER = "CT volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
 MASK_FILTER = "Masks (*.nii.gz *.nii *.mha *.nrrd)"
 MODEL_FILE = "global_model.safetensors"

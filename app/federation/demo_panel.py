@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QButtonGroup, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget
 
 from app.federation import jobs
 from app.federation.model import DEMO
+from app.federation.run_tab import ErrorDialog, RunTab
 from app.workers import RunWorker
 from engine.cli import DEMO_BETA_STEPS, DEMO_LOCAL_STEPS, DEMO_LR, DEMO_ROUNDS
 from engine.config import RunConfig, StrategyConfig, TrainConfig
 from engine.errors import FedSegError
 from engine.fl import STRATEGIES
 
-ErrorDialog = Callable[[QWidget, str, str], None]
 DEMO_SITES = 3
 
 
@@ -53,19 +52,14 @@ def new_run_folder(root: Path, name: str) -> Path:
     return folder
 
 
-class DemoPanel(QWidget):
+class DemoPanel(RunTab):
     """Start/stop a local demo federation. ``runs_root`` and ``base_config`` may be
     changed before starting (tests use a tiny configuration)."""
 
-    started = Signal(object, str, dict, bool)  # RunWorker, mode, site name -> cases, watch silence
-    stopping = Signal(str)  # a line for the log when the operator stops
-
     def __init__(self, show_error: ErrorDialog, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.show_error = show_error
+        super().__init__(show_error, parent)
         self.runs_root = default_runs_root()
         self.base_config = demo_base_config()
-        self.worker: RunWorker | None = None
 
         intro = QLabel(
             f"Try federated training on this computer: {DEMO_SITES} synthetic hospitals (phantom CT, no patient data) "
@@ -140,10 +134,7 @@ class DemoPanel(QWidget):
         self.worker.start()
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
-            self.stop_button.setEnabled(False)
-            self.stopping.emit("stopping the demo (Flower sites first finish the message in hand)")
+        self._cancel(self.stop_button, "stopping the demo (Flower sites first finish the message in hand)")
 
     def set_locked(self, locked: bool) -> None:
         """Another tab runs something: nothing to start here meanwhile."""

@@ -12,19 +12,19 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from app.federation import jobs
 from app.federation.fields import INT_RANGE, ParamsForm, PathField, parse_float
 from app.federation.model import HOST
+from app.federation.run_tab import ErrorDialog, RunTab
 from app.workers import RunWorker
 from engine.config import FederationConfig, RunConfig, StrategyConfig, TrainConfig, from_dict
 from engine.errors import FedSegError
 from engine.events import count_lines
 from engine.fl import STRATEGIES
 
-ErrorDialog = Callable[[QWidget, str, str], None]
 EVENTS = "events.jsonl"
 
 
@@ -47,18 +47,13 @@ def _line(text: str, tip: str) -> QLineEdit:
     return edit
 
 
-class HostPanel(QWidget):
+class HostPanel(RunTab):
     """``base_config`` holds what the form does not show (data, model, evaluation)."""
 
-    started = Signal(object, str, dict, bool)  # RunWorker, mode, site name -> cases, watch silence
-    stopping = Signal(str)  # a line for the log when the operator stops
-
     def __init__(self, show_error: ErrorDialog, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.show_error = show_error
+        super().__init__(show_error, parent)
         self.choose_key_file: Callable[[QWidget], str] = _choose_key_file
         self.base_config = RunConfig()
-        self.worker: RunWorker | None = None
         self._locked = False
         base, fed = self.base_config, self.base_config.federation
 
@@ -231,10 +226,7 @@ class HostPanel(QWidget):
         return config, out
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
-            self.stop_button.setEnabled(False)
-            self.stopping.emit("stopping the coordinator; Resume continues after the last finished round")
+        self._cancel(self.stop_button, "stopping the coordinator; Resume continues after the last finished round")
 
     def set_locked(self, locked: bool) -> None:
         self._locked = locked

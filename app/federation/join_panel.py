@@ -7,19 +7,17 @@ worker thread with a stop event; Leave sets it, and the site finishes the messag
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QPushButton, QVBoxLayout, QWidget
 
 from app.federation import jobs
 from app.federation.fields import PathField
 from app.federation.model import JOIN
+from app.federation.run_tab import ErrorDialog, RunTab
 from app.workers import CallWorker, RunWorker
 from engine.errors import FedSegError
 
-ErrorDialog = Callable[[QWidget, str, str], None]
 GOOD, BAD = "color:#006e28", "color:#b00000"
 
 
@@ -27,14 +25,9 @@ def _axes(values: Any, unit: str = "") -> str:
     return " × ".join(f"{v:g}" for v in values) + unit if values else "-"
 
 
-class JoinPanel(QWidget):
-    started = Signal(object, str, dict, bool)  # RunWorker, mode, site name -> cases, watch silence
-    stopping = Signal(str)  # a line for the log when the operator stops
-
+class JoinPanel(RunTab):
     def __init__(self, show_error: ErrorDialog, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.show_error = show_error
-        self.worker: RunWorker | None = None
+        super().__init__(show_error, parent)
         self.checker: CallWorker | None = None
         self.report: Any = None  # engine.data.check.SiteReport of the last folder checked
         self.report_folder = ""  # that folder, as typed
@@ -185,10 +178,7 @@ class JoinPanel(QWidget):
         self.worker.start()
 
     def leave(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
-            self.leave_button.setEnabled(False)
-            self.stopping.emit("leaving the federation after the message in hand")
+        self._cancel(self.leave_button, "leaving the federation after the message in hand")
 
     def _left(self) -> None:
         self.worker = None

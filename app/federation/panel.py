@@ -9,7 +9,6 @@ plots. One federation at a time: while one runs, the other tabs cannot start ano
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QMessageBox, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget
@@ -19,10 +18,10 @@ from app.federation.host_panel import HostPanel
 from app.federation.join_panel import JoinPanel
 from app.federation.log_view import LogView
 from app.federation.model import FederationModel
+from app.federation.run_tab import ErrorDialog
 from app.federation.sites_table import SitesTable
 from app.workers import RunWorker
 
-ErrorDialog = Callable[[QWidget, str, str], None]
 TICK_MS = 1000  # offline check and "last seen" redraw
 
 
