@@ -1,8 +1,10 @@
 """Segmentation quality of every baseline on real multi-site CT (the paper's Table 2).
 
-Runs FedAvg, FedAvg-even, FedProx, Local-only and the four Auto-FedAvg variants on the
-OpenKBP head-and-neck sites (PTV70 = label 1 as the lesion) at a CPU-sized scale, for
-several seeds, and writes a markdown table with the Auto-FedAvg paper's Table 2 columns:
+Runs FedAvg, FedAvg-even, FedProx, Local-only, the four Auto-FedAvg variants and every
+other method of the source papers (FedBN, Ditto, FedRDN, FedGS, HarmoFL, PRR-FL,
+pFL-ResFIM, DEeR with and without DP) on the OpenKBP head-and-neck sites (PTV70 = label 1
+as the lesion) at a CPU-sized scale, for several seeds, and writes a markdown table with
+the Auto-FedAvg paper's Table 2 columns:
 test Dice per site, global test avg +- std over seeds, local avg, local gen, plus DiceS,
 DiceL, wall time and bytes. A dagger marks a Wilcoxon signed-rank p < 0.05 against FedAvg
 on the paired per-case test Dice (all seeds pooled).
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "openkbp-sites"
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "FedAvg": ("fedavg", {}),
+    "FedAvg": ("fedavg", {}),  # first: DEeR starts from each seed's FedAvg model
     "FedAvg-even": ("fedavg-even", {}),
     "FedProx": ("fedprox", {"mu": 0.001}),
     "Local only": ("local-only", {}),
@@ -44,7 +46,22 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "Auto-FedAvg-L-Dirichlet": ("auto-fedavg", {"weights": "dirichlet", "aggregation": "layer"}),
     "Auto-FedAvg-N-Softmax": ("auto-fedavg", {"weights": "softmax", "aggregation": "network"}),
     "Auto-FedAvg-N-Dirichlet": ("auto-fedavg", {"weights": "dirichlet", "aggregation": "network"}),
+    "FedBN": ("fedbn", {}),
+    "Ditto": ("ditto", {"lam": 0.001}),
+    "FedRDN": ("fedrdn", {}),
+    "FedGS": ("fedgs", {}),
+    "HarmoFL": ("harmofl", {}),
+    "PRR-FL": ("prrfl", {}),
+    "pFL-ResFIM": ("resfim", {}),
+    "DEeR (no DP)": ("deer", {"dp": False}),
+    "DEeR eps=6": ("deer", {}),
 }
+#: Methods run on another network than the table's U-Net: FedBN keeps the normalisation
+#: parameters at each site, and the default instance norm has none (FedBN = FedAvg there).
+MODEL_ARGS: dict[str, dict[str, Any]] = {"FedBN": {"norm": ["instance", {"affine": True}]}}
+#: Methods that fine-tune a trained model: they start from the same seed's FedAvg model.
+FROM_FEDAVG = {"DEeR (no DP)", "DEeR eps=6"}
+PERSONALISED = {"FedBN", "Ditto", "PRR-FL", "pFL-ResFIM"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,9 +97,16 @@ def run_all(args: argparse.Namespace, on_result: Any = None) -> dict[str, list[d
         if name == "auto-fedavg":
             params = {**params, "beta_steps": args.beta_steps, "beta_lr": args.beta_lr, "t0": args.t0}
         for seed in args.seeds:
-            out = runs_dir / f"{label.replace(' ', '-')}-seed{seed}"
+            out = runs_dir / run_name(label, seed)
             shutil.rmtree(out, ignore_errors=True)
             cfg = replace(base, seed=seed, strategy=StrategyConfig(name, params))
+            if label in MODEL_ARGS:
+                cfg = replace(cfg, model=replace(cfg.model, args={**cfg.model.args, **MODEL_ARGS[label]}))
+            if label in FROM_FEDAVG:
+                start = runs_dir / run_name("FedAvg", seed)
+                if not (start / "model.json").is_file():
+                    raise SystemExit(f"{label} starts from the FedAvg model of seed {seed}: run FedAvg first (--methods FedAvg ...)")
+                cfg = replace(cfg, init_model=str(start))
             res = simulate_sites(sites, cfg, out)
             results.setdefault(label, []).append(res)
             print(f"{label:<26} seed {seed}: global {fmt(res.get('global_test_avg'))} local avg {fmt(res['local_avg'])} "
@@ -93,6 +117,10 @@ def run_all(args: argparse.Namespace, on_result: Any = None) -> dict[str, list[d
                 shutil.rmtree(out / "site-state", ignore_errors=True)
                 shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return results
+
+
+def run_name(label: str, seed: int) -> str:
+    return f"{label.replace(' ', '-').replace('=', '')}-seed{seed}"
 
 
 def fmt(v: float | None, scale: float = 100.0) -> str:
@@ -175,7 +203,10 @@ def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, l
         "",
         "Dice in %. Site columns: the selected global model (best mean validation Dice) on each site's test set, mean over seeds; "
         "global test avg: mean over sites, ± std over seeds; local avg / local gen: diagonal / off-diagonal mean of the K x K matrix "
-        "of best local models. † = Wilcoxon signed-rank p < 0.05 against FedAvg on paired per-case test Dice (seeds pooled). "
+        "of best local models. Personalised methods (FedBN, Ditto, PRR-FL, pFL-ResFIM): each site's column is its own personal model "
+        "(of its best validation round), global test avg their mean. FedBN runs the U-Net with affine instance norm (the "
+        "parameters it keeps local); DEeR fine-tunes the same seed's FedAvg model with LoRA. "
+        "† = Wilcoxon signed-rank p < 0.05 against FedAvg on paired per-case test Dice (seeds pooled). "
         "DiceS / DiceL: cases whose lesion fills less / more than 1/400 of the volume. MB: protocol bytes up + down over the run.",
         "",
         table(results, args),

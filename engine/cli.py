@@ -79,6 +79,9 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     sim.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE", help="any strategy parameter, e.g. weights=softmax")
     sim.add_argument("--lr", type=float, help="local learning rate")
     sim.add_argument("--seed", type=int)
+    sim.add_argument(
+        "--init-model", metavar="DIR", help="start from a trained model folder (model.json + weights; deer needs one)"
+    )
     sim.add_argument("--device", choices=["auto", "cpu", "cuda"])
     sim.add_argument("--out", metavar="DIR", help="run folder (default runs/<algorithm>-<time>)")
 
@@ -168,7 +171,20 @@ def _run_config(args: argparse.Namespace) -> Any:
         changes["rounds"] = args.rounds
     if args.seed is not None:
         changes["seed"] = args.seed
-    return cfg.replace(**changes)
+    return _with_init_model(cfg.replace(**changes), args.config, args.init_model)
+
+
+def _with_init_model(cfg: Any, config_path: str | None, given: str | None = None) -> Any:
+    """``init_model`` made absolute (``--init-model`` relative to the current folder, a
+    config's value relative to the config's folder) and checked now, before sites load."""
+    if given is None and cfg.init_model is None:
+        return cfg
+    from engine.fl.coordinator import load_init_model
+
+    path = Path(given) if given is not None else _config_folder_path(config_path, cfg.init_model)
+    cfg = cfg.replace(init_model=str(path.resolve()))
+    load_init_model(cfg)
+    return cfg
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -258,6 +274,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         _print(f"registered {target}; it takes effect when the server (re)starts")
         return 0
     out = Path(args.out) if args.out else _config_folder_path(config_path, "run")
+    cfg = _with_init_model(cfg, config_path)
     session = ServerSession(cfg, out, _config_folder_path(config_path, cfg.federation.certificates), keys)
     try:
         session.start()

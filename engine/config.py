@@ -200,10 +200,18 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    #: a model folder (``model.json`` + weights, e.g. an earlier run's folder) whose weights
+    #: are the round-0 global model instead of a random initialisation (DEeR fine-tunes it).
+    #: Checked against ``model`` where the server builds that model
+    #: (``engine.fl.coordinator.initial_global_state``), not here: sites parse this config too
+    #: and do not hold the folder.
+    init_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"rounds: must be >= 1, got {self.rounds}")
+        if self.init_model is not None and (not isinstance(self.init_model, str) or not self.init_model.strip()):
+            raise ConfigError(f"init_model: expected the path of a model folder, got {self.init_model!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

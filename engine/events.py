@@ -38,6 +38,8 @@ class RunStarted(Event):
     rounds: int
     config: dict[str, Any]
     start_round: int = 1
+    #: site name -> number of training cases (what the sites told the coordinator)
+    site_cases: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class RoundStarted(Event):
 
 @dataclass(frozen=True)
 class SiteProgress(Event):
-    """A site finished one step of ``phase`` ("train", "learn_beta", "evaluate")."""
+    """A site finished one step of ``phase`` ("train", "learn_beta", "evaluate": a step
+    of evaluation is one case)."""
 
     type: ClassVar[str] = "site_progress"
     round: int
@@ -58,6 +61,7 @@ class SiteProgress(Event):
     step: int
     total: int
     loss: float | None = None
+    rounds: int = 0  # the run's number of rounds (a site knows it from the run's config); 0: unknown
 
 
 @dataclass(frozen=True)

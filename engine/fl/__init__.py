@@ -3,7 +3,21 @@
 Importing this package registers every built-in strategy in :data:`STRATEGIES`.
 """
 
-from engine.fl import auto_fedavg, fedavg, fedprox, local_only  # noqa: F401  (registration)
+# importing a strategy module registers it
+from engine.fl import (  # noqa: F401
+    auto_fedavg,
+    deer,
+    ditto,
+    fedavg,
+    fedbn,
+    fedgs,
+    fedprox,
+    fedrdn,
+    harmofl,
+    local_only,
+    prrfl,
+    resfim,
+)
 from engine.fl.base import RoundOutcome, SiteLogic, Strategy
 from engine.fl.registry import STRATEGIES
 

@@ -6,6 +6,13 @@ overrides :meth:`SiteLogic.extra_loss`). A strategy's round is a generator of
 :class:`~engine.fl.protocol.Message` batches, so a multi-exchange protocol such as
 Auto-FedAvg's weight-learning phase is written once and runs unchanged in the in-process
 simulation and over Flower.
+
+Personalised strategies (``Strategy.personalised``; site half in :mod:`engine.fl.personal`)
+keep part or all of their model at the site. An ``evaluate`` message says which model to
+score in ``config["model"]``: absent, the received model as it is (the global model, a
+best local model of the K x K matrix); ``PERSONAL``, the site's personal model built
+from the received shared one (validation of personalised strategies); ``BEST_PERSONAL``,
+the personal model of the site's best validation round (their final test).
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from engine.fl.protocol import EVALUATE, QUERY_BEST_LOCAL, TRAIN, ArrayDict, Exc
 from engine.fl.site import SiteInfo, SiteRuntime
 from engine.training.metrics import mean_or_none
 from engine.training.trainer import ExtraLoss
+
+#: values of an ``evaluate`` message's ``config["model"]`` (absent: the received model as it is)
+PERSONAL = "personal"
+BEST_PERSONAL = "best_personal"
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class SiteLogic:
         handler = getattr(self, "on_" + message.kind.replace(".", "_"), None)
         if handler is None:
             raise FederationError(f"site {self.runtime.name}: {type(self).__name__} cannot handle '{message.kind}'")
+        self.runtime.round = message.round
         return handler(message)
 
     # -- local training -------------------------------------------------------------------
@@ -100,12 +112,20 @@ class SiteLogic:
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluation_weights(self, message: Message) -> ArrayDict:
-        """The model a site evaluates: the received one (personalised methods override)."""
+        """The model a site evaluates: the received one."""
         return message.arrays["model"]
 
     def on_evaluate(self, message: Message) -> Reply:
-        split = message.config["split"]
-        cases = self.runtime.evaluate(split, self.evaluation_weights(message))
+        if message.config.get("model") is not None:
+            raise FederationError(
+                f"site {self.runtime.name}: {type(self).__name__} keeps no personal model to evaluate "
+                f"('{message.config['model']}')"
+            )
+        return self.evaluate_reply(message.config["split"], self.evaluation_weights(message))
+
+    def evaluate_reply(self, split: str, state: ArrayDict) -> Reply:
+        """Per-case Dice of ``state`` on ``split``, as a reply."""
+        cases = self.runtime.evaluate(split, state)
         # Case ids can be patient identifiers: only the position in the split leaves the site.
         cases = [dataclasses.replace(c, case_id=f"{split}-{i:03d}") for i, c in enumerate(cases)]
         return Reply(
@@ -149,6 +169,9 @@ class Strategy:
     has_global_model: ClassVar[bool] = True
     #: whether the protocol sends a site other sites' models (a site must consent)
     shares_models: ClassVar[bool] = False
+    #: whether each site evaluates its own personal model (FedBN, Ditto): validation Dice is
+    #: then the personal models', and the final test uses each site's best personal model
+    personalised: ClassVar[bool] = False
 
     def __init__(self, params: Any, sites: list[SiteInfo]) -> None:
         self.params = params
@@ -180,8 +203,12 @@ class Strategy:
         """FedAvg: alpha_k = n_k / n over the sites that replied."""
         return {k: float(r.num_examples) for k, r in replies.items()}
 
-    def evaluate_messages(self, rnd: int, model: ArrayDict, split: str) -> dict[int, Message]:
-        return {s.index: Message(EVALUATE, rnd, arrays={"model": model}, config={"split": split}) for s in self.sites}
+    def evaluate_messages(self, rnd: int, model: ArrayDict, split: str, *, use: str | None = None) -> dict[int, Message]:
+        """Evaluate ``model`` on ``split``, or (``use``) the sites' ``PERSONAL`` models built from
+        it or their ``BEST_PERSONAL`` ones (``model`` still goes along: a site that never
+        validated a personal model builds one from it)."""
+        config: dict[str, Any] = {"split": split} | ({"model": use} if use is not None else {})
+        return {s.index: Message(EVALUATE, rnd, arrays={"model": model}, config=dict(config)) for s in self.sites}
 
     def best_local_messages(self, rnd: int) -> dict[int, Message]:
         return {s.index: Message(QUERY_BEST_LOCAL, rnd) for s in self.sites}
@@ -215,3 +242,22 @@ class Strategy:
 
     def beta_list(self) -> list[Any] | None:
         return None
+
+    # -- run-level hooks (called by the coordinator, identical in every runner) -----------------
+    def configure(self, config: Any) -> None:
+        """Told the run's :class:`~engine.config.RunConfig` before the first round, for
+        strategies that depend on run settings (DEeR: rounds, local steps, the network)."""
+
+    def exported_model(self, state: ArrayDict) -> ArrayDict:
+        """The plain network's weights of a global state: what ``global_model.safetensors``
+        holds, loadable from the model card alone (DEeR merges its LoRA factors)."""
+        return state
+
+    def report(self) -> dict[str, Any]:
+        """Extra top-level entries of ``results.json`` (DEeR: its privacy budget)."""
+        return {}
+
+    def model_card_fields(self) -> dict[str, Any]:
+        """Extra fields of ``model.json`` (FedRDN, HarmoFL: the ``input_transform`` a user's
+        CT needs before the network at inference)."""
+        return {}

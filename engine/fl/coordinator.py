@@ -7,6 +7,14 @@ emits events and checkpoints. After the last round it runs the paper's test prot
 (ALGORITHMS.md 0): the best global model on every site's test set, and the K x K matrix
 of best local models, then writes the run artefacts of DESIGN.md.
 
+For a personalised strategy (``strategy.personalised``) each site validates its own
+personal model, so a round's ``val_dice`` is the personal models' and the best round is
+the one with the best mean of them; the test is each site's *personal model of its own
+best validation round* (ALGORITHMS.md 13.4), ``global_test_avg`` is the mean of those
+per-site test Dice, ``personal_rounds`` says which round each came from, and
+``global_model.safetensors`` is the shared model of the best round (what an unseen site
+would get).
+
 Checkpoints go to ``OUT/checkpoint/``: round-tagged safetensors first, ``state.json``
 last (atomically), so a crash at any point leaves a consistent checkpoint of the
 previous round; ``resume`` continues from it and gives the same result.
@@ -24,12 +32,12 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, ConfigError
 from engine.events import EventBus, RoundFinished, RoundStarted, RunFinished, RunStarted, RunWarning, count_lines, finite, truncate_lines
-from engine.fl.base import RoundOutcome, Strategy
+from engine.fl.base import BEST_PERSONAL, PERSONAL, RoundOutcome, Strategy
 from engine.fl.protocol import ArrayDict, Exchange, Message, Reply, Transport, payload_bytes
 from engine.fl.site import SiteInfo
-from engine.model.checkpoint import ModelCard, atomic_write_json, load_tensors, save_model, save_tensors
+from engine.model.checkpoint import ModelCard, atomic_write_json, load_tensors, read_card, save_model, save_tensors
 from engine.model.networks import build_network, network_args
 from engine.training.metrics import CaseResult, local_matrix_metrics, mean_or_none, summarize_cases
 
@@ -82,6 +90,7 @@ class Coordinator:
         self.bus = bus
         self.state = RunState(global_state=initial_state)
         strategy.emit = bus.emit
+        strategy.configure(config)
 
     # -- messages ----------------------------------------------------------------------
     def _exchange(self, messages: dict[int, Message], *, protocol: bool) -> dict[int, Reply]:
@@ -123,9 +132,11 @@ class Coordinator:
         except StopIteration as stop:
             return stop.value, self.state.traffic.up - up0, self.state.traffic.down - down0, missing
 
-    def _evaluate(self, rnd: int, model: ArrayDict, split: str) -> dict[int, list[CaseResult]]:
-        replies = self._exchange(self.strategy.evaluate_messages(rnd, model, split), protocol=False)
-        return {k: [CaseResult(**c) for c in r.metrics["cases"]] for k, r in replies.items()}
+    def _evaluate(self, rnd: int, model: ArrayDict, split: str, use: str | None = None) -> dict[int, list[CaseResult]]:
+        return _cases(self._evaluate_replies(rnd, model, split, use))
+
+    def _evaluate_replies(self, rnd: int, model: ArrayDict, split: str, use: str | None = None) -> dict[int, Reply]:
+        return self._exchange(self.strategy.evaluate_messages(rnd, model, split, use=use), protocol=False)
 
     # -- the run -----------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> dict[str, Any]:
@@ -140,6 +151,7 @@ class Coordinator:
                 rounds=self.config.rounds,
                 config=self.config.to_dict(),
                 start_round=start,
+                site_cases={s.name: s.num_train for s in self.sites},
             )
         )
         t_start = time.perf_counter() - self.state.elapsed
@@ -160,7 +172,8 @@ class Coordinator:
         names = {s.index: s.name for s in self.sites}
         local_val = {names[k]: v for k, v in outcome.local_val_dice.items()}
         if self.strategy.has_global_model:
-            val = {names[k]: mean_or_none([c.dice for c in cases]) for k, cases in self._evaluate(rnd, outcome.global_state, "val").items()}
+            use = PERSONAL if self.strategy.personalised else None  # a personalised site validates its own model
+            val = {names[k]: mean_or_none([c.dice for c in cases]) for k, cases in self._evaluate(rnd, outcome.global_state, "val", use).items()}
         else:
             val = dict(local_val)
         scores = [v for v in val.values() if v is not None]
@@ -202,12 +215,21 @@ class Coordinator:
             "rounds": self.config.rounds,
         }
         if self.strategy.has_global_model and self.state.best_state is not None:
-            test = self._evaluate(rnd, self.state.best_state, "test")
+            personal = self.strategy.personalised
+            replies = self._evaluate_replies(rnd, self.state.best_state, "test", BEST_PERSONAL if personal else None)
+            test = _cases(replies)
             per_site = {names[k]: summarize_cases(cases, small) for k, cases in sorted(test.items())}
             all_cases = [c for cases in test.values() for c in cases]
             pooled = summarize_cases(all_cases, small)
+            if personal:
+                evaluated = "each site's personal model at its best validation round (personal_rounds)"
+                selected_by = "shared model of the round with the best mean validation Dice of the personal models"
+                results["personal_rounds"] = {names[k]: r.metrics.get("personal_round") for k, r in sorted(replies.items())}
+            else:
+                evaluated = f"global model of round {self.state.best_round} (best mean validation Dice)"
+                selected_by = "best mean validation Dice over sites"
             results.update(
-                evaluated_model=f"global model of round {self.state.best_round} (best mean validation Dice)",
+                evaluated_model=evaluated,
                 best_round=self.state.best_round,
                 best_mean_val_dice=self.state.best_val,
                 per_site_test_dice={s: v["dice"] for s, v in per_site.items()},
@@ -217,8 +239,8 @@ class Coordinator:
                 dice_large=pooled["dice_large"],
                 per_case={names[k]: [c.to_dict() for c in cases] for k, cases in sorted(test.items())},
             )
-            card = self._card(self.state.best_round, "best mean validation Dice over sites")
-            save_model(self.out_dir, self.state.best_state, card)
+            card = self._card(self.state.best_round, selected_by)
+            save_model(self.out_dir, self.strategy.exported_model(self.state.best_state), card)
         else:
             results.update(evaluated_model="each site's best local model", global_test_avg=None, dice_small=None, dice_large=None)
         best_locals = self._exchange(self.strategy.best_local_messages(rnd), protocol=False)
@@ -238,7 +260,9 @@ class Coordinator:
             local_cases[site.name] = [c.to_dict() for c in tested.get(site.index, [])]
             if not self.strategy.has_global_model:
                 meta = best_locals[site.index].metrics
-                save_model(self.out_dir / "local_models" / site.name, model, self._card(meta.get("round"), f"best local validation Dice of {site.name}"))
+                exported = self.strategy.exported_model(model)
+                local_card = self._card(meta.get("round"), f"best local validation Dice of {site.name}")
+                save_model(self.out_dir / "local_models" / site.name, exported, local_card)
         filled = [[v if v is not None else float("nan") for v in row] for row in matrix]
         # sites some test could not reach (lost for good in a federation): results hold the rest
         untested = {s.name for s in self.sites if s.index not in best_locals}
@@ -251,10 +275,11 @@ class Coordinator:
         results["communication"] = {
             "bytes_up": self.state.traffic.up,
             "bytes_down": self.state.traffic.down,
-            "model_bytes": payload_bytes({"m": self.state.global_state}),
+            "model_bytes": payload_bytes({"m": self.strategy.exported_model(self.state.global_state)}),
             "evaluation_bytes": self.state.traffic.eval_bytes,
         }
         results["wall_time_s"] = wall
+        results.update(self.strategy.report())
         atomic_write_json(self.out_dir / RESULTS, finite(results))
         return results
 
@@ -270,6 +295,7 @@ class Coordinator:
             algorithm=self.strategy.name,
             round=rnd,
             selected_by=selected_by,
+            **self.strategy.model_card_fields(),
         )
 
     # -- checkpoints -------------------------------------------------------------------
@@ -347,10 +373,41 @@ def rewind_events(out_dir: Path) -> int | None:
 
 def initial_global_state(config: RunConfig) -> ArrayDict:
     """The round-0 global model: the configured network initialised with the run's seed
-    (identical in every runner, which the Flower/simulation equivalence relies on)."""
+    (identical in every runner, which the Flower/simulation equivalence relies on), or the
+    weights of ``config.init_model`` when set, checked against the configured network."""
     torch.manual_seed(config.seed)
+    if config.init_model is not None:
+        return load_init_model(config)
     network = build_network(config.model.network, config.model.args)
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+def load_init_model(config: RunConfig) -> ArrayDict:
+    """The weights of the model folder ``config.init_model``; a missing folder or a model
+    of another network than ``config.model`` is a one-line ConfigError."""
+    folder = Path(str(config.init_model))
+    try:
+        card = read_card(folder)
+        expected = network_args(config.model.network, config.model.args)
+        if card.network != config.model.network or card.network_args != expected:
+            raise ConfigError(
+                f"init_model: {folder} holds a '{card.network}' {card.network_args}, "
+                f"but this run's model is '{config.model.network}' {expected}"
+            )
+        state = load_tensors(folder / card.weights)
+    except CheckpointError as exc:
+        raise ConfigError(f"init_model: {exc}") from None
+    network = build_network(config.model.network, config.model.args)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"init_model: {folder / card.weights} does not fit the network ({first})") from None
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+def _cases(replies: dict[int, Reply]) -> dict[int, list[CaseResult]]:
+    return {k: [CaseResult(**c) for c in r.metrics["cases"]] for k, r in replies.items()}
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:

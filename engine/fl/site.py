@@ -5,6 +5,14 @@ simulation; one per ClientApp process over Flower), so torch, the network and th
 preprocessed cases stay loaded between messages. What must survive a restart (the best
 local model, Auto-FedAvg's cached peer models, personal models) goes to the
 :class:`SiteStore` on the site's own disk.
+
+A strategy's site logic changes training and evaluation only through the runtime's
+generic hooks (``None`` = FedAvg's behaviour), set from what its messages carry:
+
+- ``train_input`` / ``eval_input``: a transform of the network's input, applied to every
+  training batch and to every sliding window at evaluation (FedRDN, HarmoFL);
+- ``gradient``: how a training step computes its gradients (HarmoFL's perturbed step);
+- ``on_update``: told every optimiser step's batch and parameter change (FedGS).
 """
 
 from __future__ import annotations
@@ -29,7 +37,14 @@ from engine.model.checkpoint import load_tensors, save_tensors
 from engine.model.networks import build_network
 from engine.training.evaluation import evaluate_cases
 from engine.training.metrics import CaseResult, mean_or_none
-from engine.training.trainer import ExtraLoss, LocalTrainer, TrainStats
+from engine.training.trainer import (
+    ExtraLoss,
+    GradientFn,
+    InputTransform,
+    LocalTrainer,
+    TrainStats,
+    UpdateHook,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +114,14 @@ class SiteRuntime:
         self.device = device
         self.store = SiteStore(state_dir)
         self._emit = emit or (lambda event: None)
+        self.round = 0  # the round of the message in hand (SiteLogic.handle sets it), for progress events
         torch.manual_seed(config.seed)
         self.network = build_network(config.model.network, config.model.args).to(device)
         self.trainer = LocalTrainer(self.network, config.train, device)
+        self.train_input: InputTransform | None = None
+        self.eval_input: InputTransform | None = None
+        self.gradient: GradientFn | None = None
+        self.on_update: UpdateHook | None = None
 
     @property
     def name(self) -> str:
@@ -126,25 +146,46 @@ class SiteRuntime:
         return {k: v.detach().to("cpu").clone() for k, v in self.network.state_dict().items()}
 
     def progress(self, rnd: int, phase: str, step: int, total: int, loss: float | None = None) -> None:
-        self._emit(SiteProgress(round=rnd, site=self.name, phase=phase, step=step, total=total, loss=loss))
+        self._emit(SiteProgress(round=rnd, site=self.name, phase=phase, step=step, total=total, loss=loss, rounds=self.config.rounds))
 
-    def train(self, rnd: int, *, extra_loss: ExtraLoss | None = None, steps: int | None = None) -> TrainStats:
+    def train(
+        self,
+        rnd: int,
+        *,
+        extra_loss: ExtraLoss | None = None,
+        steps: int | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        phase: int = 0,
+    ) -> TrainStats:
+        """``steps`` local steps; ``optimizer`` (default: a fresh Adam of ``train``) and the
+        random-stream ``phase`` let a strategy train a second model (Ditto's v_k) on its own draws."""
         steps = steps or self.config.train.local_steps
-        self.seed_torch(rnd, 0)
+        self.seed_torch(rnd, phase)
         return self.trainer.train(
             self.data.batch,
             steps,
-            self.rng(rnd, 0),
+            self.rng(rnd, phase),
             extra_loss=extra_loss,
             on_step=lambda s, n, loss: self.progress(rnd, "train", s, n, loss),
+            optimizer=optimizer,
+            input_transform=self.train_input,
+            gradient=self.gradient,
+            on_update=self.on_update,
         )
 
     def evaluate(self, split: str, state: ArrayDict | None = None) -> list[CaseResult]:
         """Dice per case of ``state`` (or the current weights) on one of the site's splits."""
         if state is not None:
             self.set_weights(state)
+        cfg = self.config
         return evaluate_cases(
-            self.network, self.data.splits[split], self.config.data.patch_size, self.config.eval, self.device
+            self.network,
+            self.data.splits[split],
+            cfg.data.patch_size,
+            cfg.eval,
+            self.device,
+            self.eval_input,
+            on_case=lambda i, n: self.progress(self.round, "evaluate", i, n),
         )
 
     def track_best_local(self, rnd: int, state: ArrayDict) -> float | None:

@@ -88,6 +88,9 @@ class ModelCard:
     algorithm: str | None = None
     round: int | None = None
     selected_by: str | None = None
+    #: what the strategy did to the preprocessed image before the network, which inference
+    #: must repeat: None, or {"kind": "fedrdn" | "harmofl", ...} (see engine.model.inference)
+    input_transform: dict[str, Any] | None = None
     format_version: int = 1
 
     def to_dict(self) -> dict[str, Any]:

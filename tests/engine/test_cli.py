@@ -362,3 +362,42 @@ def test_console_script_user_error_is_one_line(model_dir: Path, truncated_nifti:
     proc = _subprocess(["predict", "--model", str(model_dir), "--image", str(truncated_nifti), "--out", str(tmp_path / "m.nii.gz")])
     line = assert_user_error(proc.returncode, proc.stdout, proc.stderr)
     assert "broken_ct.nii.gz" in line
+
+
+# -- --init-model ----------------------------------------------------------------------------
+def test_simulate_init_model_is_checked_before_anything_runs(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    missing = ["simulate", "--demo", "2", "--init-model", tmp_path / "nope", "--out", out]
+    line = assert_user_error(*run_cli(missing, capsys))
+    assert line.startswith("fedseg: error: init_model:") and "nope" in line and "not found" in line
+    # the default network (8-16-32-64) is not the 4-8-16 U-Net of model_dir
+    line = assert_user_error(*run_cli(["simulate", "--demo", "2", "--init-model", model_dir, "--out", out], capsys))
+    assert "init_model:" in line and "this run's model is 'unet'" in line
+    # a config's init_model is relative to the config's folder
+    config = tmp_path / "conf" / "run.toml"
+    config.parent.mkdir()
+    config.write_text('init_model = "elsewhere"\n' + TINY_TOML)
+    line = assert_user_error(*run_cli(["simulate", "--demo", "2", "--config", config, "--out", out], capsys))
+    assert str(tmp_path / "conf" / "elsewhere") in line
+    assert not out.exists()
+
+
+def test_simulate_deer_from_an_init_model(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "run"
+    argv = [
+        "simulate", "--demo", "2", "--config", config, "--algorithm", "deer", "--init-model", model_dir,
+        "--param", "dp=False", "--rounds", "1", "--local-steps", "1", "--out", out,
+    ]
+    rc, _, stderr = run_cli(argv, capsys)
+    assert rc == 0, stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["init_model"] == str(model_dir.resolve())
+    assert results["privacy"] == {"dp": False} and results["lora"]["rank"] == 8
+    from engine.model.checkpoint import load_model
+
+    network, card = load_model(out)  # the merged plain network
+    assert card.algorithm == "deer" and sum(p.numel() for p in network.parameters()) > 0

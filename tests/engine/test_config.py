@@ -307,3 +307,66 @@ def test_replace():
     assert cfg.rounds == 2 and cfg.train == TrainConfig()
     with pytest.raises(ConfigError):
         RunConfig().replace(rounds=0)
+
+
+# --------------------------------------------------------------------------------------
+# init_model: the round-0 global model from a model folder (checked where the server builds it)
+
+INIT_NET = {"channels": [4, 8], "strides": [2]}
+
+
+def _model_folder(tmp_path, args=INIT_NET):
+    import torch
+
+    from engine.model.checkpoint import ModelCard, save_model
+    from engine.model.networks import build_network, network_args
+
+    torch.manual_seed(5)
+    card = ModelCard("unet", network_args("unet", args), [2.0, 2.0, 3.0], [-160.0, 240.0], [48, 48, 24], 1)
+    return save_model(tmp_path / "model", build_network("unet", args).state_dict(), card)
+
+
+def test_init_model_is_a_path_or_none(tmp_path):
+    assert RunConfig().init_model is None
+    path = write(tmp_path, 'init_model = "runs/fedavg-1"\n')
+    cfg = load_config(path)
+    assert cfg.init_model == "runs/fedavg-1"
+    assert from_dict(RunConfig, json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad in ("", "  "):
+        with pytest.raises(ConfigError, match="init_model: expected the path of a model folder"):
+            RunConfig(init_model=bad)
+    with pytest.raises(ConfigError, match="init_model: expected the path of a model folder, got 3"):
+        from_dict(RunConfig, {"init_model": 3})
+
+
+def test_initial_global_state_loads_the_init_model(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.fl.coordinator import initial_global_state
+
+    folder = _model_folder(tmp_path)
+    cfg = RunConfig(model=ModelConfig("unet", INIT_NET))
+    random_init = initial_global_state(cfg)
+    loaded = initial_global_state(cfg.replace(init_model=str(folder)))
+    saved = load_file(str(folder / "global_model.safetensors"))
+    assert loaded.keys() == saved.keys() == random_init.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert any(not torch.equal(loaded[k], random_init[k]) for k in saved)
+
+
+def test_a_wrong_init_model_is_one_config_error(tmp_path):
+    from engine.fl.coordinator import initial_global_state
+
+    folder = _model_folder(tmp_path)
+    other_net = ModelConfig("unet", {"channels": [4, 8, 16], "strides": [2, 2]})
+    cases = [
+        (RunConfig(model=ModelConfig("unet", INIT_NET), init_model=str(tmp_path / "nope")), "model folder not found"),
+        (RunConfig(model=other_net, init_model=str(folder)), "this run's model is 'unet'"),
+    ]
+    (folder / "global_model.safetensors").rename(tmp_path / "moved")
+    cases.append((RunConfig(model=ModelConfig("unet", INIT_NET), init_model=str(folder)), "weights file not found"))
+    for cfg, phrase in cases:
+        with pytest.raises(ConfigError, match="^init_model: ") as info:
+            initial_global_state(cfg)
+        assert phrase in str(info.value) and "\n" not in str(info.value)

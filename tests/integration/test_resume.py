@@ -35,6 +35,12 @@ CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "auto-fedavg": ("auto-fedavg", {"beta_steps": 2, "t0": 1}, 3),
     "auto-fedavg[layer,softmax]": ("auto-fedavg", {"beta_steps": 2, "t0": 1, "aggregation": "layer", "weights": "softmax"}, 2),
     "local-only": ("local-only", {}, 1),
+    # personalised: after round 3's validation (v_k and best_personal of round 3 already saved)
+    "ditto": ("ditto", {}, 2),
+    # state shared once before round 1 (the reference amplitude): a resumed run must not ask again
+    "harmofl": ("harmofl", {"r": 0.1}, 1),
+    # two half-rounds per round, W0 sent once: crash between the B and the A half-round
+    "deer": ("deer", {}, 2),
 }
 
 
