@@ -1,5 +1,6 @@
 """The main window: the CT viewer in the centre, the federation panel and the run plots
-in docks beside it.
+in docks beside it. The menu bar is built in :mod:`app.menus`, the status bar's job
+indicator lives in :mod:`app.job_status`.
 
 The window owns no state of its own beyond what it shows: the viewer's
 :class:`~app.viewer.model.ViewerModel` holds the CT and masks, the federation panel's
@@ -10,15 +11,19 @@ event loop never waits on the engine.
 
 from __future__ import annotations
 
+import functools
+import gc
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QWidget
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QWidget
 
 from app.federation.panel import FederationPanel
 from app.federation.run_tab import ErrorDialog
 from app.help_dialog import ShortcutsDialog
+from app.job_status import JobStatus
+from app.menus import build_menus, shortcut_rows
 from app.plots.run_plots import RunPlotsWidget
 from app.recent import RecentFiles
 from app.viewer.widget import ViewerWidget
@@ -30,13 +35,26 @@ MASK_FILTER = "Masks (*.nii.gz *.nii *.mha *.nrrd)"
 MODEL_FILE = "global_model.safetensors"
 
 
+@functools.cache
 def preload_engine() -> None:
     """Import torch, MONAI and the engine's runners now, in the GUI thread, before the
     window shows. Imported later by a worker thread they would hold the interpreter lock
     for seconds (C extensions initialise without releasing it) and freeze the window the
-    moment the user clicks Start or Segment (measured: 1.8 s)."""
+    moment the user clicks Start or Segment (measured: 1.8 s).
+
+    ``torch._dynamo`` too: the first ``torch.optim`` optimizer imports it (its methods are
+    wrapped in dynamo's "disable"), 0.8 s of imports that allocate enough to trigger a
+    full garbage collection, which holds the lock while it walks the whole heap (the
+    243 ms stall of benchmarks/gui_latency.py, at a demo's first round). Then the heap
+    loaded so far is frozen (``gc.freeze``): these modules live as long as the app, and
+    later full collections skip them instead of stalling the window again.
+    """
     import engine.model.inference  # noqa: F401 - torch, MONAI networks and transforms
     import engine.simulation  # noqa: F401 - the demo's runner and the strategies
+    import torch._dynamo  # noqa: F401 - see above
+
+    gc.collect()  # garbage first, so that nothing collectable is frozen
+    gc.freeze()
 
 
 def message_box(parent: QWidget, title: str, message: str) -> None:
@@ -63,7 +81,6 @@ class MainWindow(QMainWindow):
         self.show_error: ErrorDialog = show_error or message_box
         self.model_folder: Path | None = None  # the model "Segment" uses
         self.lesion_label = 1  # the label shown as the lesion in multi-label maps (fedseg gui --lesion-label)
-        self.workers: list[Worker] = []
 
         self.viewer = ViewerWidget()
         self.setCentralWidget(self.viewer)
@@ -74,24 +91,16 @@ class MainWindow(QMainWindow):
         self.recent = RecentFiles(self.settings, self.open_path)
 
         self.readout = QLabel()
-        self.job_label = QLabel()
-        self.job_progress = QProgressBar()
-        self.job_progress.setMaximumWidth(200)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the running load or segmentation (Esc)")
-        self.cancel_button.clicked.connect(self.cancel_jobs)
-        status = self.statusBar()
-        status.addWidget(self.readout, 1)
-        for widget in (self.job_label, self.job_progress, self.cancel_button):
-            status.addPermanentWidget(widget)
-        self._show_job(None)
+        self.statusBar().addWidget(self.readout, 1)
+        self.jobs = JobStatus(self, self.statusBar(), lambda parent, title, text: self.show_error(parent, title, text))
+        self.save_action: QAction | None = None  # set by build_menus
 
         self.viewer.status_message.connect(self.readout.setText)
         self.viewer.files_dropped.connect(lambda paths: paths and self.open_path(paths[0]))
         self.federation.event.connect(self.plots.add_event)
         self.federation.event.connect(self._on_event)
         self.federation.run_folder.connect(self._on_run_folder)
-        self._build_menus()
+        build_menus(self)
         self._restore_layout()
 
     # -- layout -------------------------------------------------------------------------------
@@ -102,48 +111,9 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         return dock
 
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file = bar.addMenu("&File")
-        self._action(file, "&Open CT...", self.choose_ct, QKeySequence.StandardKey.Open, "A NIfTI, MHA or NRRD file")
-        self._action(file, "Open DICOM &folder...", self.choose_dicom, "Ctrl+Shift+O", "A folder with one DICOM series")
-        self._action(file, "Open &ground truth...", lambda: self.choose_mask("truth"), "Ctrl+G", "A label map on the CT's grid")
-        self._action(file, "Open &prediction...", lambda: self.choose_mask("prediction"), "Ctrl+P", "A predicted mask on the CT's grid")
-        self._action(file, "Open &run folder...", self.choose_run, "Ctrl+R", "Replay a run's events.jsonl into the plots")
-        file.addMenu(self.recent.menu)
-        file.addSeparator()
-        self.save_action = self._action(file, "&Save prediction...", self.choose_save_prediction, QKeySequence.StandardKey.Save, "Write the prediction in the CT's source geometry")
-        file.addSeparator()
-        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        segment = bar.addMenu("&Segment")
-        self._action(segment, "&Segment with the current model", self.segment, "Ctrl+E", "Run the latest global model on the open CT")
-        self._action(segment, "Segment with a &model folder...", self.choose_model, "Ctrl+Shift+E", "A folder with model.json and weights")
-        self._action(segment, "&Cancel", self.cancel_jobs, "Esc")
-        view = bar.addMenu("&View")
-        view.addAction(self.federation_dock.toggleViewAction())
-        view.addAction(self.plots_dock.toggleViewAction())
-        self._action(view, "&Fit slices", self.viewer.reset_zoom, "F")
-        help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
-
-    def _action(self, menu, text: str, slot, shortcut=None, tip: str | None = None) -> QAction:
-        action = menu.addAction(text)
-        action.triggered.connect(lambda _checked=False: slot())
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        return action
-
     def shortcuts(self) -> list[tuple[str, str]]:
         """(keys, what they do) for the help dialog: menu actions, then the viewer's keys."""
-        rows = []
-        for menu in self.menuBar().findChildren(type(self.recent.menu)):
-            for action in menu.actions():
-                if not action.shortcut().isEmpty():
-                    rows.append((action.shortcut().toString(QKeySequence.SequenceFormat.NativeText), action.text().replace("&", "")))
-        return rows + ShortcutsDialog.VIEWER_KEYS
+        return shortcut_rows(self.menuBar())
 
     def show_shortcuts(self) -> None:
         ShortcutsDialog(self.shortcuts(), self).exec()
@@ -164,8 +134,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/state", self.saveState())
         self.cancel_jobs()
         self.federation.shutdown(5000)
-        for worker in list(self.workers):
-            worker.wait(2000)
+        self.jobs.wait_all(2000)
         super().closeEvent(event)
 
     # -- opening things -----------------------------------------------------------------------
@@ -218,8 +187,12 @@ class MainWindow(QMainWindow):
 
     def choose_series(self, series: list):
         """Ask which series to open (tests replace this method)."""
-        labels = [f"{s.modality or '?'}  {s.description or 'no description'}  ({s.num_files} files)  {s.uid}" for s in series]
-        label, ok = QInputDialog.getItem(self, "Open DICOM folder", "This folder holds several series; open:", labels, 0, False)
+        labels = [
+            f"{s.modality or '?'}  {s.description or 'no description'}  ({s.num_files} files)  {s.uid}" for s in series
+        ]
+        label, ok = QInputDialog.getItem(
+            self, "Open DICOM folder", "This folder holds several series; open:", labels, 0, False
+        )
         return series[labels.index(label)] if ok else None
 
     def open_ct(self, path: str | Path, label: str | Path | None = None, *, series_uid: str | None = None) -> Worker:
@@ -240,6 +213,7 @@ class MainWindow(QMainWindow):
             self.show_error(self, "Open mask", "open a CT first: a mask is shown on its CT's grid")
             return None
         worker = CallWorker(load_lesion, path, volume, self.lesion_label)
+        worker.kwargs["should_stop"] = worker.token.is_set  # Cancel stops a large mask's read too
         worker.done.connect(lambda mask: self._set_mask(role, mask))
         return self._start(worker, f"Open {Path(path).name}")
 
@@ -297,32 +271,16 @@ class MainWindow(QMainWindow):
             return None
 
     # -- workers and runs ---------------------------------------------------------------------
+    @property
+    def workers(self) -> list[Worker]:
+        """The loads and segmentations running now."""
+        return self.jobs.workers
+
     def _start(self, worker: Worker, title: str) -> Worker:
-        self.workers.append(worker)
-        worker.progress.connect(lambda done, total, text: self._show_job(title, done, total, text))
-        worker.failed.connect(lambda message: self.show_error(self, title, message))
-        worker.cancelled.connect(lambda: self.statusBar().showMessage(f"{title}: cancelled", 5000))
-        worker.ended.connect(lambda: self._finished(worker))
-        worker.start()
-        return worker
-
-    def _finished(self, worker: Worker) -> None:
-        self.workers.remove(worker)
-        if not self.workers:
-            self._show_job(None)
-
-    def _show_job(self, title: str | None, done: int = 0, total: int = 0, text: str = "") -> None:
-        running = title is not None
-        for widget in (self.job_label, self.job_progress, self.cancel_button):
-            widget.setVisible(running)
-        if running:
-            self.job_label.setText(f"{title}: {text}")
-            self.job_progress.setRange(0, total)  # total 0: a busy indicator
-            self.job_progress.setValue(done)
+        return self.jobs.start(worker, title)
 
     def cancel_jobs(self) -> None:
-        for worker in self.workers:
-            worker.cancel()
+        self.jobs.cancel_all()
 
     def _on_run_folder(self, folder: str) -> None:
         if (Path(folder) / MODEL_FILE).exists():

@@ -27,16 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # a real (or Xvfb) screen when there is one
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first
+from benchmarks._qt import REPO, application  # noqa: E402 - picks Qt's platform before PySide6 loads
 
 import numpy as np  # noqa: E402
 import PySide6  # noqa: E402
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.main_window import MainWindow  # noqa: E402
 from benchmarks.viewer_redraw import main as redraw_main  # noqa: E402
@@ -48,7 +44,7 @@ STALL_GOAL_MS = 30.0
 
 
 def measure_stalls(rounds: int, algorithm: str, timeout_s: float) -> dict:
-    app = QApplication.instance() or QApplication([])
+    app = application()
     settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
     errors: list[str] = []
     window = MainWindow(settings, show_error=lambda _p, title, text: errors.append(f"{title}: {text}"))
@@ -137,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "qt_platform": QApplication.instance().platformName(),
+            "qt_platform": application().platformName(),
             "python": platform.python_version(),
             "pyside6": PySide6.__version__,
         },

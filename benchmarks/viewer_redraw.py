@@ -36,16 +36,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # a real (or Xvfb) screen when there is one
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first
+from benchmarks._qt import REPO, application  # noqa: E402 - picks Qt's platform before PySide6 loads
 
 import numpy as np  # noqa: E402
 import PySide6  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.viewer.overlay import overlay_rgba  # noqa: E402
 from app.viewer.widget import ViewerWidget  # noqa: E402
@@ -96,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 16 or args.slices < 4 or args.repeats < 1:
         parser.error("need --size >= 16, --slices >= 4, --repeats >= 1")
 
-    app = QApplication.instance() or QApplication([])
+    app = application()
     volume, truth, prediction = synthetic_case(args.size, args.slices)
     widget = ViewerWidget()
     widget.resize(1400, 1100)

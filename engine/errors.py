@@ -46,3 +46,8 @@ class CheckpointError(FedSegError):
 
 class FederationError(FedSegError):
     """A federation run cannot go on (too few sites replied, a site refused, ...)."""
+
+
+class Interrupted(FedSegError):
+    """The operator stopped the work in hand (a site leaving mid-message, a cancelled
+    job). Not a failure: a site answers the message it was computing with this line."""

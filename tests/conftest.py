@@ -1,7 +1,8 @@
-"""Settings and test-file writers shared by the whole suite."""
+"""Settings, test-file writers and a process check shared by the whole suite."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +79,25 @@ def _write_dicom_series(
 def write_dicom_series() -> Callable[..., list[Path]]:  # engine.io and the app's DICOM tests
     """Return the DICOM series writer (see ``_write_dicom_series``)."""
     return _write_dicom_series
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie (ended, not yet reaped by its parent)
+    still answers ``kill(pid, 0)``, so it is looked for in /proc; without /proc (macOS) a
+    pid that exists counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it ended meanwhile, or there is no /proc to ask
+        return not Path("/proc/self").exists()
+
+
+@pytest.fixture
+def process_alive() -> Callable[[int], bool]:  # process-group tests and the Flower fault tests
+    """Return ``alive(pid) -> bool``, a zombie counting as ended (see ``_process_alive``)."""
+    return _process_alive

@@ -13,6 +13,8 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QFormLayout, QH
 from engine.errors import ConfigError
 
 #: Friendly labels and tooltips of known parameters; others show their field name.
+#: Field name (or ``ParamsClass.field`` where two strategies mean different things) ->
+#: (label, tooltip) of the Host panel's settings form.
 PARAM_LABELS: dict[str, tuple[str, str]] = {
     "weights": ("Weights", "How β becomes the aggregation weights α: Dirichlet (mode of Dir(β)) or softmax(β)"),
     "aggregation": ("Granularity", "One weight per site for the whole network, or one per layer"),
@@ -23,6 +25,37 @@ PARAM_LABELS: dict[str, tuple[str, str]] = {
     "beta_init": ("β initial value", "Starting concentration; 6 gives uniform weights (FedAvg-even) at first"),
     "beta_optimizer": ("β optimiser", "Adam (default) or plain SGD, which is the paper's averaging of the sites' β steps"),
     "mu": ("μ (proximal weight)", "Weight of the proximal term (μ/2)‖w − w_global‖² in local training"),
+    "lam": ("λ (personal proximal weight)", "How strongly each site's personal model is pulled to the global model"),
+    "lr_per": ("Personal learning rate", "Adam step size of each site's personal model"),
+    "weight_decay_per": ("Personal weight decay", "Adam weight decay of each site's personal model"),
+    "sample": ("Statistics drawn per", "image: a random site's statistics for every image (the paper); batch: one draw per batch"),
+    "statistics": ("Intensity statistics over", "body: voxels above air only (CT); all: every voxel"),
+    "tau": ("τ (small-lesion threshold)", "A patch is 'small-lesion' when voxels / lesion voxels ≥ τ; 0: the DiceS threshold of eval"),
+    "log_base": ("l (log base)", "Difficulty δ = tanh((log_l a⁻¹)²) of a small-lesion patch; 0: l = τ"),
+    "weighting": ("Site weights", "steps: τ_k / Σ τ_j (the reference); cases: n_k / n"),
+    "HarmoFLParams.alpha": ("α (perturbation radius)", "Radius of the sharpness-aware weight perturbation; 0 turns it off"),
+    "r": ("r (low-frequency window)", "Amplitude window as a share of the shortest patch side; 0 = the mean intensity only"),
+    "HarmoFLParams.momentum": ("Amplitude momentum", "Moving-average momentum of the reference amplitude (computed once, before round 1)"),
+    "rank": ("LoRA rank r", "Rank of the adapters added to every convolution"),
+    "lora_alpha": ("LoRA α", "Adapter scale s = α / r"),
+    "DEeRParams.lr": ("Learning rate (SGD)", "Step size of the adapters' SGD"),
+    "DEeRParams.momentum": ("SGD momentum", "Momentum of the adapters' SGD"),
+    "DEeRParams.weight_decay": ("Weight decay", "Weight decay of the adapters' SGD"),
+    "dp": ("Differential privacy", "Clip each site's update and add the regulated noise; off: the no-DP ablation"),
+    "epsilon": ("Privacy ε", "Target privacy budget; the noise multiplier is computed by Opacus' RDP accountant"),
+    "delta": ("Privacy δ", "0: 1/K"),
+    "clip": ("Clip C", "Bound on the Frobenius norm of each site's update"),
+    "accounting": ("Accounting", "paper: the reference code's sample rate and steps; client: formal client-level count"),
+    "l0": ("L₀ (initial Fourier window)", "Share of each kernel-spectrum axis whose amplitude is averaged at the first aggregation"),
+    "l_end": ("L at the last round", "Window share reached after the last round; the shared part grows linearly to it"),
+    "alpha1": ("α1 (recover threshold)", "The deputy learns from the personal model while its training Dice < α1 × the personal model's"),
+    "alpha2": ("α2 (sublimate threshold)", "The personal model learns from the deputy once the deputy's Dice ≥ α2 × the personal model's"),
+    "epochs": ("Local epochs (DET blocks)", "Blocks per round; the transfer stage is chosen at the start of each"),
+    "rho": ("ρ (kept local)", "Fraction of each tensor's most style-sensitive entries that stays at the site"),
+    "mask_every": ("Mask every R rounds", "Rounds between two recomputations of the sensitive-parameter masks"),
+    "fisher_batches": ("Fisher minibatches", "Minibatches per diagonal Fisher estimate"),
+    "bank_size": ("Style bank size", "Amplitude windows each site shares once (no phase, no anatomy)"),
+    "norm_local": ("Keep norm layers local", "Normalisation layers are always personal (FedBN-like)"),
 }
 INT_RANGE = 1_000_000_000  # wide on purpose: the engine validates and its message is shown
 
@@ -81,7 +114,7 @@ class ParamsForm(QWidget):
         hints = get_type_hints(params_cls)
         for f in fields:
             editor, reader = self._editor(params_cls, f.name, hints.get(f.name), f.default)
-            label, tip = PARAM_LABELS.get(f.name, (f.name, ""))
+            label, tip = PARAM_LABELS.get(f"{params_cls.__name__}.{f.name}") or PARAM_LABELS.get(f.name, (f.name, ""))
             editor.setToolTip(f"{tip}\n(default {f.default!r}; config key {self.prefix}{f.name})".strip())
             self.editors[f.name] = editor
             self._readers[f.name] = reader

@@ -12,7 +12,8 @@ demo``, ``fedseg server``, ``fedseg site``) with the worker's stop flag threaded
   also forwards the sites' own progress files (the coordinator never sees site steps);
 * hosting follows a :class:`~engine.federation.server.ServerSession` with the flag;
 * joining runs ``run_site`` with the flag as its ``stop`` event and tails the site's
-  progress file. Leaving is not a failure: the site finishes the message in hand.
+  progress file. Leaving is not a failure: the message in hand stops at its next
+  forward call (the coordinator is told 'cancelled by the operator').
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ PROGRESS_FILE = "progress.jsonl"
 POLL_S = 0.25
 
 
-def case_counts(site_dirs: Sequence[Path]) -> dict[str, int]:
-    """Site (folder) name -> number of cases listed in its ``dataset.json``."""
+def case_counts(site_dirs: Sequence[Path], config: RunConfig) -> dict[str, int]:
+    """Site (folder) name -> its number of training cases under ``config``'s split, the
+    count the sites report to the coordinator once the run starts (``RunStarted``)."""
     from engine.data.site import SiteDataset
 
-    return {Path(d).name: len(SiteDataset.open(d).cases) for d in site_dirs}
+    d = config.data
+    return {
+        Path(folder).name: len(SiteDataset.open(folder, split_seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction).split("train"))
+        for folder in site_dirs
+    }
 
 
 def _results(out: Path) -> dict[str, Any]:
@@ -45,13 +51,18 @@ def _results(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-DEMO_GRACE_S = 1.0  # demo sites hold nothing worth waiting for: the coordinator checkpoints each round
+# Demo sites hold nothing worth waiting for (the coordinator checkpoints each round): a
+# site's first signal lets it finish the message in hand, its second (SIGTERM) stops it
+# at once, and a site still unwinding after that is killed; its SuperNode, tied to it,
+# follows it.
+DEMO_GRACE_S = 0.2
+DEMO_TERM_S = 0.5
 
 
-def stop_all(processes: Sequence[Any], grace_s: float = 10.0) -> None:
-    """Stop child processes side by side: each finishes the message in hand (up to its
+def stop_all(processes: Sequence[Any], grace_s: float = 10.0, term_s: float = 5.0) -> None:
+    """Stop child processes side by side: each may finish the message in hand (up to its
     grace period), so one after the other would add up the waits."""
-    threads = [threading.Thread(target=process.stop, args=(grace_s,), name=f"stop {process.name}") for process in processes]
+    threads = [threading.Thread(target=process.stop, args=(grace_s, term_s), name=f"stop {process.name}") for process in processes]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -68,7 +79,7 @@ def simulation_demo(config: RunConfig, out: Path, sites: int = 3) -> Job:
         ctx.note_folder(str(out))
         ctx.say(f"writing {sites} phantom sites to {out / 'demo-sites'}")
         site_dirs = make_demo_sites(out / "demo-sites", sites=sites, seed=config.seed)
-        ctx.note_sites(case_counts(site_dirs))
+        ctx.note_sites(case_counts(site_dirs, config))
         loaded = []
         for folder in site_dirs:
             ctx.token.check()
@@ -89,7 +100,7 @@ def flower_demo(config: RunConfig, out: Path) -> Job:
 
         ctx.say(f"preparing phantom sites, a CA and site keys in {out}")
         fed_config, site_dirs, pki = prepare(out, config)
-        ctx.note_sites(case_counts(site_dirs))
+        ctx.note_sites(case_counts(site_dirs, config))
         ctx.note_folder(str(out / "server"))
         session = ServerSession(fed_config, out / "server", pki, pki / "site-keys")
         tails = [EventTail(out / "site-work" / d.name / PROGRESS_FILE) for d in site_dirs]
@@ -112,9 +123,11 @@ def flower_demo(config: RunConfig, out: Path) -> Job:
             processes.extend(start_site(superlink, d, pki, out) for d in site_dirs)
             session.start_run()
             session.follow(ctx.bus.emit, stop=poll)
-        finally:
-            stop_all(processes, DEMO_GRACE_S)
+        finally:  # sites and SuperLink stop side by side: neither needs the other to go first
+            sites_stopping = threading.Thread(target=stop_all, args=(processes, DEMO_GRACE_S, DEMO_TERM_S), name="stop demo sites")
+            sites_stopping.start()
             session.stop()
+            sites_stopping.join()
         return _results(out / "server")
 
     return job
@@ -154,7 +167,11 @@ def join(settings: Any) -> Job:
 
         def serve() -> None:
             try:
-                outcome["code"] = run_site(settings, ctx.token, install_signals=False)
+                # Leave stops the message in hand at its next forward call: the site
+                # answers it with "cancelled by the operator" and nothing is half-saved
+                # (the site's store writes whole files only after a message's work).
+                with cancel_at_forward(ctx.token):
+                    outcome["code"] = run_site(settings, ctx.token, install_signals=False)
             except BaseException as exc:  # noqa: BLE001 - handed to the worker thread below
                 outcome["error"] = exc
 

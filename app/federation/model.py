@@ -198,7 +198,10 @@ class FederationModel(QObject):
         run.reply_timeout_s = float(timeout) if timeout else DEFAULT_REPLY_TIMEOUT_S
         known = {row.name: row for row in run.sites}
         now = self.clock()  # the reply timeout runs from the start for a site never heard of
-        run.sites = [SiteRow(n, WAITING, now, known[n].cases if n in known else None) for n in event.sites]
+        def cases(name: str) -> int | None:  # the sites' own count first; a demo knows its folders beforehand
+            return event.site_cases.get(name, known[name].cases if name in known else None)
+
+        run.sites = [SiteRow(n, WAITING, now, cases(n)) for n in event.sites]
         self.sites_reset.emit()
         self._progress()
         self.running_changed.emit(True)
@@ -222,8 +225,9 @@ class FederationModel(QObject):
             state = WAITING
         loss = f", loss {event.loss:.3f}" if event.loss is not None else ""
         self._set(index, state, f"{event.phase} step {event.step}/{event.total}{loss}", seen=True)
-        if event.round > self._run.round:  # a joined site learns rounds from its own work
-            self._run.round = event.round
+        if event.round > self._run.round or event.rounds != self._run.rounds:  # a joined site learns them from its own work
+            self._run.round = max(self._run.round, event.round)
+            self._run.rounds = event.rounds or self._run.rounds
             self._progress()
 
     def _beta_step(self, event: BetaStep) -> None:

@@ -10,12 +10,12 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QStackedWidget, QTableView, Q
 
 from app.federation.model import DONE, OFFLINE, FederationModel, SiteRow
 
-COLUMNS = ("Site", "State", "Last seen", "Cases", "Last Dice")
+COLUMNS = ("Site", "State", "Last seen", "Train cases", "Last Dice")
 COLUMN_TIPS = (
     "Site name (its data folder's name)",
     "What the site is doing: waiting, training, learning β, evaluating, offline or done",
     "How long ago this app last heard from the site",
-    "Cases in the site's dataset (its images never leave the site)",
+    "Training cases the site reported (its images never leave the site)",
     "Validation Dice of the global model at this site, last round",
 )
 OFFLINE_BACKGROUND = QColor(255, 218, 218)

@@ -12,6 +12,8 @@ K != 3 for the triangle) the view shows a note saying so instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
@@ -61,13 +63,46 @@ def density_title(model: RunPlotsModel, beta: np.ndarray | None) -> str:
     return title
 
 
-class SimplexDensity(NoteStack):
+class DensityView(NoteStack):
+    """What both density views share: they redraw when the run, the round, the selection
+    or the layer changes, and show a note instead when there is no density to draw."""
+
+    simplex = False  # whether the view needs exactly 3 sites
+
+    def _follow(self, model: RunPlotsModel, on_reset: Callable[[], None]) -> None:
+        """Subscribe to ``model``; ``on_reset()`` (a new run's sites) also runs now."""
+        self.model = model
+        self.shown_beta: np.ndarray | None = None
+        self._shown_key: tuple | None = None
+        self.title = ""
+        model.runReset.connect(on_reset)
+        for signal in (model.roundsChanged, model.selectionChanged, model.layerChanged):
+            signal.connect(self.refresh)
+        on_reset()
+
+    def refresh(self, *_: object) -> None:
+        raise NotImplementedError
+
+    def _beta_or_note(self) -> np.ndarray | None:
+        """β of the selected round (and layer), or None once the note says why not."""
+        problem = density_problem(self.model, simplex=self.simplex)
+        if problem is not None:
+            self.shown_beta = self._shown_key = None
+            self.show_note(problem)
+            return None
+        beta = self.model.history.beta_vector(self.model.selected_round, self.model.layer)  # type: ignore[arg-type]
+        assert beta is not None
+        return beta
+
+
+class SimplexDensity(DensityView):
     """Dir(beta) of the selected round on the 2-simplex (K = 3)."""
+
+    simplex = True
 
     def __init__(self, model: RunPlotsModel, parent: QWidget | None = None, resolution: int = 200) -> None:
         self.view = pg.GraphicsLayoutWidget()
         super().__init__(self.view, parent)
-        self.model = model
         self.resolution = resolution
         self.plot = self.view.addPlot()
         for axis in ("left", "bottom"):
@@ -90,14 +125,8 @@ class SimplexDensity(NoteStack):
         self.color_bar.setImageItem(self.image_item, insert_in=self.plot)
         self.plot.setRange(xRange=(-0.12, 1.12), yRange=(-0.14, HEIGHT + 0.1), padding=0)
         self.plot.disableAutoRange()
-        self.shown_beta: np.ndarray | None = None
         self.mode_point: np.ndarray | None = None
-        self._shown_key: tuple | None = None
-        self.title = ""
-        model.runReset.connect(self._name_corners)
-        for signal in (model.roundsChanged, model.selectionChanged, model.layerChanged):
-            signal.connect(self.refresh)
-        self._name_corners()
+        self._follow(model, self._name_corners)
 
     def _name_corners(self) -> None:
         sites = self.model.history.sites
@@ -107,14 +136,11 @@ class SimplexDensity(NoteStack):
         self.refresh()
 
     def refresh(self, *_: object) -> None:
-        problem = density_problem(self.model, simplex=True)
-        if problem is not None:
-            self.shown_beta = self.mode_point = self._shown_key = None
-            self.show_note(problem)
+        beta = self._beta_or_note()
+        if beta is None:
+            self.mode_point = None
             return
         rnd, layer = self.model.selected_round, self.model.layer
-        beta = self.model.history.beta_vector(rnd, layer)  # type: ignore[arg-type]
-        assert beta is not None
         key = (rnd, layer, beta.tobytes())
         if key == self._shown_key:  # roundsChanged and selectionChanged both ask for a new round
             return
@@ -144,7 +170,7 @@ def _top_level(image: np.ndarray, beta: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
-class MarginalDensities(NoteStack):
+class MarginalDensities(DensityView):
     """Beta(beta_k, sum(beta) - beta_k) of each site's alpha_k at the selected round.
 
     The dashed line of site k sits at the alpha the round aggregated with (for
@@ -157,7 +183,6 @@ class MarginalDensities(NoteStack):
     def __init__(self, model: RunPlotsModel, parent: QWidget | None = None) -> None:
         self.view = pg.PlotWidget()
         super().__init__(self.view, parent)
-        self.model = model
         self.plot = self.view.getPlotItem()
         self.plot.addLegend(offset=(-10, 10))
         self.plot.setLabel("bottom", "αₖ")
@@ -165,13 +190,7 @@ class MarginalDensities(NoteStack):
         self.plot.setXRange(0.0, 1.0)
         self.curves = SiteCurves(self.plot, symbol=None)
         self.alpha_lines: list[pg.InfiniteLine] = []
-        self.shown_beta: np.ndarray | None = None
-        self._shown_key: tuple | None = None
-        self.title = ""
-        model.runReset.connect(self._rebuild)
-        for signal in (model.roundsChanged, model.selectionChanged, model.layerChanged):
-            signal.connect(self.refresh)
-        self._rebuild()
+        self._follow(model, self._rebuild)
 
     def _rebuild(self) -> None:
         sites = self.model.history.sites
@@ -197,14 +216,10 @@ class MarginalDensities(NoteStack):
         return dirichlet_mode(beta).point
 
     def refresh(self, *_: object) -> None:
-        problem = density_problem(self.model, simplex=False)
-        if problem is not None:
-            self.shown_beta = self._shown_key = None
-            self.show_note(problem)
+        beta = self._beta_or_note()
+        if beta is None:
             return
         rnd, layer = self.model.selected_round, self.model.layer
-        beta = self.model.history.beta_vector(rnd, layer)  # type: ignore[arg-type]
-        assert beta is not None
         alpha = self.alpha_shown()
         key = (rnd, layer, beta.tobytes(), alpha.tobytes())
         if key == self._shown_key:

@@ -1,7 +1,7 @@
 """``RunPlotsWidget``: all live plots of one run in tabs, with the round slider.
 
 The main window feeds it the run's events as they come (``add_event``, from the Qt
-signal of ``app/workers.py``) or replays a finished run (``load_run``). It shows a short
+signal of ``app/workers/run.py``) or replays a finished run (``load_run``). It shows a short
 text until the first round has finished.
 """
 

@@ -27,7 +27,7 @@ from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
-from engine.errors import FedSegError
+from engine.errors import FedSegError, Interrupted
 from engine.federation import client_app, pulls
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def run_one_task(address: str, token: str) -> tuple[str, dict[str, float]]:
         try:
             reply = client_app.app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
-        except FedSegError as exc:  # a refusal or a site problem: one clear line to the server
-            log.error("%s: %s", kind, exc)
+        except FedSegError as exc:  # a refusal, a site problem or an operator's stop: one line to the server
+            log.log(logging.WARNING if isinstance(exc, Interrupted) else logging.ERROR, "%s: %s", kind, exc)
             reply = FlowerMessage(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(exc)), reply_to=message)
             details = str(exc)
         except Exception as exc:  # noqa: BLE001 - reported to the server, the site stays up

@@ -120,7 +120,9 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace_s: float = 10.0) -> int | None:
+    def stop(self, grace_s: float = 10.0, term_s: float = 5.0) -> int | None:
+        """SIGINT (the process's own clean exit), after ``grace_s`` SIGTERM, after
+        ``term_s`` more SIGKILL; then whatever its process group left behind."""
         if self.alive:
             try:
                 if WINDOWS:
@@ -131,7 +133,7 @@ class ManagedProcess:
             except (subprocess.TimeoutExpired, ProcessLookupError, OSError):
                 self.popen.terminate()
                 try:
-                    self.popen.wait(5)
+                    self.popen.wait(term_s)
                 except subprocess.TimeoutExpired:
                     self.popen.kill()
                     self.popen.wait()

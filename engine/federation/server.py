@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_FILE = "run-key"
 STATUS_POLL_S = 0.5
+# The SuperLink holds nothing a stop could lose (the coordinator checkpoints each round in
+# the run folder; its state database is SQLite, safe against a kill), but on SIGINT it
+# joins a background thread that waits out the stopped run for about 10 s, and its exit
+# handler ignores SIGTERM meanwhile: past this grace it is killed.
+SUPERLINK_GRACE_S = 0.5
+SUPERLINK_TERM_S = 0.1
 
 
 def site_key_files(folder: Path) -> list[Path]:
@@ -159,5 +165,5 @@ class ServerSession:
             self.control.close()
             self.control = None
         if self.superlink is not None:
-            self.superlink.stop()
+            self.superlink.stop(SUPERLINK_GRACE_S, SUPERLINK_TERM_S)
             self.superlink = None

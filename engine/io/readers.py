@@ -9,6 +9,9 @@ voxel-to-world affine. From there the array is permuted/flipped (never resampled
 nibabel's closest-canonical RAS orientation, and the source geometry is kept so that
 :func:`engine.io.writers.save_mask` can put a result back on exactly the source grid.
 
+A caller that may have to stop a long read (the GUI's Cancel) passes ``should_stop`` and
+``progress``: see :mod:`engine.io.stoppable`.
+
 Every problem with the input becomes a :class:`~engine.errors.VolumeError` naming the file:
 the CLI and the GUI show it as one line, so no other exception type may escape for bad input.
 """
@@ -26,8 +29,9 @@ import numpy as np
 import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-from engine.errors import VolumeError
+from engine.errors import Interrupted, VolumeError
 from engine.io.dicom import read_dicom_series, sitk_error_text
+from engine.io.stoppable import Progress, StopCheck, read_proxy_in_slabs, run_stoppable
 from engine.io.volume import SourceGeometry, Volume
 
 __all__ = [
@@ -121,22 +125,38 @@ def _truncated(err: BaseException) -> bool:
     if isinstance(err, (EOFError, zlib.error, gzip.BadGzipFile)):
         return True
     # nibabel on a short file: "Expected N bytes, got M bytes ... could the file be damaged?"
-    # (OSError), or a too-small buffer (ValueError).
+    # (OSError), a too-small buffer (ValueError), or, for a slab of a short file,
+    # "not enough data in file" (ValueError).
     text = str(err).lower()
-    return ("expected" in text and "bytes" in text) or "damaged" in text or "buffer" in text
+    return (
+        ("expected" in text and "bytes" in text)
+        or "damaged" in text
+        or "buffer" in text
+        or "not enough data" in text
+    )
 
 
-def _read_nifti(path: Path, label: bool) -> tuple[np.ndarray, np.ndarray, bytes]:
+def _read_nifti(
+    path: Path, label: bool, should_stop: StopCheck | None = None, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray, bytes]:
     # Any exception from parsing a user's file is a property of the file, not a bug of ours;
     # nibabel, gzip and zlib raise many unrelated types (EOFError, zlib.error, OSError,
     # ValueError, ImageFileError, ...), so the whole parse is guarded.
+    in_slabs = should_stop is not None or progress is not None
     try:
         # mmap=False: a memory map would keep the file open (on Windows it then cannot be
         # replaced by a mask written to the same path) and gains nothing for a full read.
-        img = nib.load(str(path), mmap=False)
+        # keep_file_open: slabs of a .nii.gz continue one gzip stream (engine.io.stoppable).
+        img = nib.load(str(path), mmap=False, keep_file_open=in_slabs)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise VolumeError(path, f"is not a NIfTI image (nibabel read {type(img).__name__})")
-        if label:
+        if in_slabs:
+            # nibabel scales a slab as it scales the whole image (get_fdata casts the same
+            # float64/float32 result to float32), so the values are the same
+            data = read_proxy_in_slabs(path, img.dataobj, should_stop, progress)
+            if not label:
+                data = data.astype(np.float32, copy=False)
+        elif label:
             # dataobj keeps the stored integer dtype when no scl_slope/inter is set.
             data = np.asanyarray(img.dataobj)
         else:
@@ -144,7 +164,7 @@ def _read_nifti(path: Path, label: bool) -> tuple[np.ndarray, np.ndarray, bytes]
             data = img.get_fdata(dtype=np.float32)
         affine = np.array(img.affine, dtype=np.float64)
         header = bytes(img.header.binaryblock)
-    except VolumeError:
+    except (VolumeError, Interrupted):
         raise
     except Exception as err:  # noqa: BLE001 - see comment above
         what = "is truncated or corrupt" if _truncated(err) else "cannot be read as NIfTI"
@@ -209,7 +229,12 @@ def _check_finite(path: Path, array: np.ndarray) -> None:
 
 
 def load_volume(
-    path: str | PathLike[str], *, series_uid: str | None = None, label: bool = False
+    path: str | PathLike[str],
+    *,
+    series_uid: str | None = None,
+    label: bool = False,
+    should_stop: StopCheck | None = None,
+    progress: Progress | None = None,
 ) -> Volume:
     """Read a CT volume (or label map) and reorient it to RAS canonical.
 
@@ -224,6 +249,10 @@ def load_volume(
     label:
         ``False``: a CT image, returned as float32 (Hounsfield units, rescale applied).
         ``True``: a label map, returned with an integer dtype (uint8 when values fit).
+    should_stop, progress:
+        For a read the caller may stop (:mod:`engine.io.stoppable`): ``should_stop()`` is
+        polled during the read, ``progress(done, total)`` called after every slab of a
+        NIfTI file. Without them the file is read in one go.
 
     Returns
     -------
@@ -236,6 +265,8 @@ def load_volume(
         For a missing/unreadable/truncated file, an unsupported suffix, a 2D or 4D image,
         NaN/Inf voxels, an ambiguous or unknown DICOM series, a label map with non-integer
         or negative values, or a degenerate affine.
+    Interrupted
+        When ``should_stop()`` said stop.
     """
     path = Path(path)
     if not path.exists():
@@ -244,7 +275,9 @@ def load_volume(
     nifti_header: bytes | None = None
     uid: str | None = None
     if path.is_dir():
-        image, series = read_dicom_series(path, series_uid)
+        image, series = run_stoppable(
+            path, lambda: read_dicom_series(path, series_uid), should_stop
+        )
         array, affine = _array_from_sitk(path, image)
         fmt, uid = "dicom", series.uid
     else:
@@ -261,9 +294,9 @@ def load_volume(
             raise VolumeError(path, "a series UID (--series) applies only to a DICOM folder")
         fmt = READ_SUFFIXES[suffix]
         if fmt == "nifti":
-            array, affine, nifti_header = _read_nifti(path, label)
+            array, affine, nifti_header = _read_nifti(path, label, should_stop, progress)
         else:
-            array, affine = _read_sitk(path)
+            array, affine = run_stoppable(path, lambda: _read_sitk(path), should_stop)
 
     _check_finite(path, array)
     if label:
@@ -300,7 +333,10 @@ def load_volume(
     return Volume(array=canonical, affine=canonical_affine, source=source)
 
 
-def load_label(path: str | PathLike[str], reference: Volume) -> Volume:
+def load_label(
+    path: str | PathLike[str], reference: Volume, *, should_stop: StopCheck | None = None,
+    progress: Progress | None = None,
+) -> Volume:
     """Read a label map and check it lies on the same voxel grid as its image.
 
     Parameters
@@ -309,6 +345,8 @@ def load_label(path: str | PathLike[str], reference: Volume) -> Volume:
         The label map (any format :func:`load_volume` reads).
     reference:
         The image it belongs to, as returned by :func:`load_volume`.
+    should_stop, progress:
+        As for :func:`load_volume`.
 
     Returns
     -------
@@ -322,7 +360,7 @@ def load_label(path: str | PathLike[str], reference: Volume) -> Volume:
         differ from those of the image (affine tolerance 1e-3 mm).
     """
     path = Path(path)
-    label = load_volume(path, label=True)
+    label = load_volume(path, label=True, should_stop=should_stop, progress=progress)
     src, ref = label.source, reference.source
     if src.shape == ref.shape and np.allclose(src.affine, ref.affine, atol=_AFFINE_ATOL, rtol=0):
         return label

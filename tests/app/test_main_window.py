@@ -9,9 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from app.main_window import MainWindow
+from app.workers import LoadWorker
 from engine.events import RoundFinished, RunStarted
 
 WAIT_MS = 60_000  # a hang fails the test; nothing here is timed
@@ -31,15 +32,17 @@ def window(qtbot, settings):
     return win
 
 
-def open_and_wait(qtbot, worker) -> None:
-    with qtbot.waitSignal(worker.ended, timeout=WAIT_MS):
-        pass
+def open_and_wait(qtbot, window, worker) -> None:
+    """Wait until the window saw ``worker`` end. Not ``waitSignal(worker.ended)``: the job
+    runs already, and a signal emitted before the wait connects to it is not delivered to
+    it; the window's own slot was connected before the start, and takes the worker off."""
+    qtbot.waitUntil(lambda: worker not in window.workers, timeout=WAIT_MS)
 
 
 def test_opening_a_ct_with_its_label_shows_both_and_remembers_the_file(qtbot, window, phantom) -> None:
     ct, label, image, truth = phantom
     worker = window.open_ct(ct, label)
-    open_and_wait(qtbot, worker)
+    open_and_wait(qtbot, window, worker)
     model = window.viewer.model
     assert model.volume is not None and model.volume.shape == image.shape
     assert int(model.mask("truth").sum()) == int((truth > 0).sum())
@@ -48,12 +51,36 @@ def test_opening_a_ct_with_its_label_shows_both_and_remembers_the_file(qtbot, wi
     assert window.errors == []
 
 
+def test_a_cancelled_load_shows_nothing_and_no_error(qtbot, window, phantom, one_slice_slabs, monkeypatch) -> None:
+    import app.main_window
+
+    class CancelledAtFirstSlab(LoadWorker):
+        """A real LoadWorker whose operator presses Cancel once the first slab is read."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.slabs: list[tuple[int, int]] = []
+            self.progress.connect(self._first_slab, Qt.ConnectionType.DirectConnection)  # in the worker's thread
+
+        def _first_slab(self, done: int, total: int, _text: str) -> None:
+            if total > 1:
+                self.slabs.append((done, total))
+                self.cancel()
+
+    monkeypatch.setattr(app.main_window, "LoadWorker", CancelledAtFirstSlab)
+    worker = window.open_ct(phantom[0])
+    open_and_wait(qtbot, window, worker)
+    assert worker.slabs == [(1, one_slice_slabs)]  # stopped after one slab of 40
+    assert window.viewer.model.volume is None and window.recent.paths == []
+    assert window.errors == [] and "cancelled" in window.statusBar().currentMessage()
+
+
 def test_a_mask_of_another_shape_is_refused_in_one_line(qtbot, window, phantom, tmp_path) -> None:
     ct, _, image, _ = phantom
-    open_and_wait(qtbot, window.open_ct(ct))
+    open_and_wait(qtbot, window, window.open_ct(ct))
     wrong = tmp_path / "wrong.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), wrong)
-    open_and_wait(qtbot, window.open_mask("prediction", wrong))
+    open_and_wait(qtbot, window, window.open_mask("prediction", wrong))
     assert window.viewer.model.mask("prediction") is None
     assert len(window.errors) == 1
     title, message = window.errors[0]
@@ -61,16 +88,16 @@ def test_a_mask_of_another_shape_is_refused_in_one_line(qtbot, window, phantom, 
 
 
 def test_segment_without_a_model_says_what_to_do(qtbot, window, phantom) -> None:
-    open_and_wait(qtbot, window.open_ct(phantom[0]))
+    open_and_wait(qtbot, window, window.open_ct(phantom[0]))
     assert window.segment() is None
     assert "no model yet" in window.errors[0][1]
 
 
 def test_segment_then_save_writes_the_prediction_on_the_source_grid(qtbot, window, phantom, tiny_model, tmp_path) -> None:
     ct, _, image, _ = phantom
-    open_and_wait(qtbot, window.open_ct(ct))
+    open_and_wait(qtbot, window, window.open_ct(ct))
     model = tiny_model(tmp_path / "model", [2.0, 2.0, 2.5])
-    open_and_wait(qtbot, window.segment(model))
+    open_and_wait(qtbot, window, window.segment(model))
     prediction = window.viewer.model.mask("prediction")
     assert prediction is not None and prediction.shape == image.shape
     saved = window.save_prediction(tmp_path / "out" / "prediction.nii.gz")
@@ -132,7 +159,7 @@ def test_a_dicom_folder_with_two_series_asks_which_one_and_opens_it(qtbot, windo
         return next(s for s in series if s.description == "Bone")
 
     window.choose_series = pick_bone
-    open_and_wait(qtbot, window.open_path(folder))
+    open_and_wait(qtbot, window, window.open_path(folder))
     qtbot.waitUntil(lambda: window.viewer.model.volume is not None, timeout=WAIT_MS)
     assert offered == [["Bone", "Soft tissue"]]
     volume = window.viewer.model.volume

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from PySide6.QtWidgets import QFormLayout
 
 from app.federation.host_panel import HostPanel
 from engine.federation.pki import make_site_key
+from engine.fl import STRATEGIES
 
 
 @pytest.fixture
@@ -72,6 +76,20 @@ def test_another_algorithm_brings_its_own_settings(qtbot, panel) -> None:
     assert dict(panel.config().strategy.params) == {"mu": 0.001}
     panel.algorithm.setCurrentText("fedavg")
     assert panel.params.editors == {} and dict(panel.config().strategy.params) == {}
+
+
+@pytest.mark.parametrize("algorithm", STRATEGIES.names())
+def test_every_algorithm_offers_its_settings_with_labels_and_a_valid_default_config(qtbot, panel, algorithm) -> None:
+    panel.algorithm.setCurrentText(algorithm)
+    params_cls = STRATEGIES.get(algorithm).Params
+    names = [f.name for f in dataclasses.fields(params_cls)]
+    assert list(panel.params.editors) == names
+    layout = panel.params.layout_
+    labels = [layout.itemAt(row, QFormLayout.ItemRole.LabelRole).widget().text() for row in range(layout.rowCount())] if names else []
+    unlabelled = [name for name, label in zip(names, labels) if label == name and len(name) > 2]
+    assert not unlabelled, f"{algorithm}: settings shown by their code names: {unlabelled}"
+    assert panel.error.isHidden() and panel.start_button.isEnabled()
+    assert panel.config().strategy.name == algorithm
 
 
 def test_add_key_registers_a_site_key(qtbot, panel, tmp_path) -> None:

@@ -131,7 +131,19 @@ def test_a_joined_site_learns_its_row_and_round_from_its_own_progress(qtbot, clo
     model.begin(JOIN, {"hospital-a": 40})
     model.apply(SiteProgress(round=3, site="hospital-a", phase="train", step=5, total=20))
     assert [(row.name, row.state, row.cases) for row in model.sites] == [("hospital-a", TRAINING, 40)]
-    assert (model.round, model.rounds) == (3, 0)
+    assert (model.round, model.rounds) == (3, 0)  # an event of an older engine: rounds unknown
+    model.apply(SiteProgress(round=3, site="hospital-a", phase="evaluate", step=1, total=2, rounds=10))
+    assert (model.round, model.rounds) == (3, 10)
+    assert states(model) == {"hospital-a": EVALUATING}
+    assert "evaluate step 1/2" in model.site("hospital-a").detail
+
+
+def test_the_sites_own_case_counts_fill_the_table(qtbot, clock) -> None:
+    model = FederationModel(clock=clock)
+    model.begin(HOST)
+    counts = {"site-1": 12, "site-2": 7, "site-3": 30}
+    model.apply(RunStarted(algorithm="fedavg", sites=SITES, rounds=2, config={}, site_cases=counts))
+    assert {row.name: row.cases for row in model.sites} == counts
 
 
 def test_a_failed_run_is_logged_as_an_error(qtbot, model) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def test_the_demo_runs_to_the_last_round_and_the_panel_follows(qtbot, panel, err
     assert errors.shown == []
     rows = table_rows(panel)
     assert [row[:2] for row in rows] == [["site-1", "done"], ["site-2", "done"], ["site-3", "done"]]
-    assert [row[3] for row in rows] == ["16", "8", "6"]  # cases of the phantom sites
+    demo_sites = Path(folders[0]) / "demo-sites"
+    train = [len(json.loads((demo_sites / row[0] / "dataset.json").read_text())["splits"]["train"]) for row in rows]
+    assert [row[3] for row in rows] == [str(n) for n in train]  # each site's training cases
     for row in rows:
         assert 0.0 <= float(row[4]) <= 1.0  # last validation Dice
     assert (panel.progress.value(), panel.progress.maximum()) == (2, 2)

@@ -27,28 +27,20 @@ PARENT = textwrap.dedent(
 )
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_stop_ends_the_children_a_process_leaves_behind(tmp_path: Path) -> None:
+def test_stop_ends_the_children_a_process_leaves_behind(tmp_path: Path, process_alive) -> None:
     pid_file = tmp_path / "child.pid"
     process = ManagedProcess("parent", [sys.executable, "-c", PARENT, str(pid_file)], tmp_path / "parent.log", env=dict(os.environ))
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     child = int(pid_file.read_text())
-    assert alive(child)
+    assert process_alive(child)
     assert process.stop(grace_s=10) == 0  # the parent ended on SIGINT, as asked
     deadline = time.monotonic() + 10
-    while alive(child) and time.monotonic() < deadline:
+    while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
         try:
             os.waitpid(child, os.WNOHANG)  # not our child (it is the parent's): no zombie here
         except ChildProcessError:
             pass
-    assert not alive(child)
+    assert not process_alive(child)

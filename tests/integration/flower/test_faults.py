@@ -50,14 +50,6 @@ def _wait_until(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/status").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-
-
 def _power_cut(fed: Any, site: Path) -> None:
     """The site's machine goes down: SuperNode and site process die at once, no goodbye."""
     os.killpg(_supernode_pid(fed, site), signal.SIGKILL)
@@ -99,7 +91,9 @@ def test_a_site_killed_mid_round_is_left_out_then_rejoins_as_the_same_node(feder
     assert "previous session" in fed.site_log(victim)  # told the operator why it waited
 
 
-def test_a_site_process_that_dies_takes_its_supernode_with_it(federation: Any, phantom_sites: list[Path], tiny: Any) -> None:
+def test_a_site_process_that_dies_takes_its_supernode_with_it(
+    federation: Any, phantom_sites: list[Path], tiny: Any, process_alive: Any
+) -> None:
     fed = federation(phantom_sites[:2], tiny("fedavg", rounds=1))
     fed.session.start()
     site = phantom_sites[0]
@@ -107,7 +101,7 @@ def test_a_site_process_that_dies_takes_its_supernode_with_it(federation: Any, p
     _wait_until(lambda: (fed.work_dir(site) / "node.json").is_file(), 60, "the site joined")
     supernode = _supernode_pid(fed, site)
     fed.sites[site.name].kill()  # the site process only (an out-of-memory kill, say)
-    _wait_until(lambda: not _alive(supernode), 30, "the orphaned SuperNode ended")
+    _wait_until(lambda: not process_alive(supernode), 30, "the orphaned SuperNode ended")
     assert "SuperNode terminated gracefully" in (fed.work_dir(site) / "supernode.log").read_text()
     # it said goodbye, so the SuperLink lets the site back in at once, as the same node
     fed.start_site(site)

@@ -1,4 +1,4 @@
-"""Background workers: everything slow runs off the GUI thread.
+"""The worker machinery: a job in a thread of its own, one-line errors, cooperative cancel.
 
 A worker is a :class:`QObject` that lives in the GUI thread; its job runs in a
 :class:`QThread` of its own. The job emits the worker's signals from that thread, and Qt
@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from engine.errors import FedSegError
+from engine.errors import FedSegError, Interrupted
 from engine.events import Event, EventBus, RunFailed, RunFinished
 
 log = logging.getLogger(__name__)
@@ -41,8 +38,9 @@ log = logging.getLogger(__name__)
 _RUNNING: set[Worker] = set()
 
 
-class Cancelled(Exception):
-    """Raised inside a job once its worker was cancelled; it never reaches the user."""
+class Cancelled(Interrupted):
+    """Raised inside a job once its worker was cancelled; it never reaches the user (a
+    site computing a message answers the coordinator with it, see ``jobs.join``)."""
 
 
 class CancelToken(threading.Event):
@@ -181,156 +179,3 @@ class CallWorker(Worker):
 
     def work(self) -> None:
         self.done.emit(self.function(*self.args, **self.kwargs))
-
-
-class LoadWorker(Worker):
-    """Loads a CT and, optionally, its label map on the CT's grid, reduced to the lesion."""
-
-    loaded = Signal(object, object)  # Volume, lesion mask (bool array on its grid) or None
-
-    def __init__(
-        self,
-        path: str | Path,
-        label_path: str | Path | None = None,
-        *,
-        series_uid: str | None = None,
-        lesion_label: int = 1,
-        parent: QObject | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self.path = Path(path)
-        self.label_path = Path(label_path) if label_path else None
-        self.lesion_label = lesion_label
-        self.series_uid = series_uid
-
-    def work(self) -> None:
-        from engine.io.readers import load_volume
-
-        steps = 2 if self.label_path else 1
-        self.progress.emit(0, steps, f"reading {self.path.name}")
-        volume = load_volume(self.path, series_uid=self.series_uid)
-        label = None
-        if self.label_path is not None:
-            self.token.check()
-            self.progress.emit(1, steps, f"reading {self.label_path.name}")
-            label = load_lesion(self.label_path, volume, self.lesion_label)
-        self.token.check()
-        self.progress.emit(steps, steps, f"loaded {self.path.name}")
-        self.loaded.emit(volume, label)
-
-
-def load_lesion(path: str | Path, reference: Any, lesion_label: int = 1) -> Any:
-    """A label map on ``reference``'s grid, reduced to its lesion (``lesion_mask``), in the
-    worker's thread: the reduction reads every voxel, too slow for the GUI thread."""
-    from engine.io.readers import load_label
-
-    from app.viewer.measurements import lesion_mask
-
-    return lesion_mask(load_label(path, reference).array, lesion_label)
-
-
-def window_batches(volume_shape: tuple[int, ...], spacing: tuple[float, ...], card: Any, overlap: float, sw_batch_size: int) -> int:
-    """Forward calls a sliding-window inference will make (MONAI's window grid on the
-    CT resampled to ``card.target_spacing``); an estimate for the progress bar."""
-    windows = 1
-    for n, s, t, roi in zip(volume_shape, spacing, card.target_spacing, card.patch_size):
-        size = max(int(roi), round(n * s / t))
-        step = max(int(roi * (1 - overlap)), 1)
-        windows *= math.ceil((size - roi) / step) + 1
-    return max(1, math.ceil(windows / sw_batch_size))
-
-
-class SegmentWorker(Worker):
-    """Segments a loaded CT with the model in a model folder (``model.json`` + weights)."""
-
-    segmented = Signal(object)  # engine.model.inference.Prediction
-
-    def __init__(self, volume: Any, model_folder: str | Path, *, device: str = "auto", parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.volume = volume
-        self.model_folder = Path(model_folder)
-        self.device = device
-
-    def work(self) -> None:
-        from engine.config import EvalConfig
-        from engine.model.checkpoint import load_model
-        from engine.model.inference import predict_volume
-        from engine.training.device import resolve_device
-
-        self.progress.emit(0, 0, f"loading the model in {self.model_folder}")
-        network, card = load_model(self.model_folder)
-        device = resolve_device(self.device)
-        eval_cfg = EvalConfig()
-        total = window_batches(self.volume.shape, self.volume.spacing, card, eval_cfg.sw_overlap, eval_cfg.sw_batch_size)
-        done = 0
-
-        def count(_module: Any, _args: Any) -> None:
-            nonlocal done
-            done += 1
-            self.progress.emit(min(done, total), total, "segmenting")
-
-        handle = network.register_forward_pre_hook(count)
-        try:
-            with cancel_at_forward(self.token, network):
-                prediction = predict_volume(network.to(device), card, self.volume, device, eval_cfg, on_progress=lambda text: self.progress.emit(0, total, text))
-        finally:
-            handle.remove()
-        self.progress.emit(total, total, f"lesion volume {prediction.lesion_ml:.2f} mL")
-        self.segmented.emit(prediction)
-
-
-@dataclass
-class JobContext:
-    """What a :class:`RunWorker` job gets.
-
-    Attributes
-    ----------
-    bus:
-        Give it to the engine: every event reaches ``RunWorker.event``; ``emit`` raises
-        :class:`Cancelled` once the worker is cancelled.
-    token:
-        The stop flag (pass it where the engine takes a ``threading.Event``).
-    publish:
-        Deliver an event to the GUI without the cancel check (a site leaving still
-        reports its last progress).
-    say, note_sites, note_folder:
-        A line for the log; site name -> number of cases; the run's output folder.
-    """
-
-    bus: CancellableBus
-    token: CancelToken
-    publish: Callable[[Event], None]
-    say: Callable[[str], None]
-    note_sites: Callable[[dict[str, int]], None]
-    note_folder: Callable[[str], None]
-
-
-Job = Callable[[JobContext], "dict[str, Any] | None"]
-
-
-class RunWorker(Worker):
-    """Runs an engine job (simulation, Flower demo, hosted run, site) and re-emits its
-    events as Qt signals. Jobs are built in :mod:`app.federation.jobs`."""
-
-    event = Signal(object)  # engine.events.Event
-    finished = Signal(dict)  # results.json of the run, or what the job returned
-    sites = Signal(dict)  # site name -> cases, when the job knows them
-    run_folder = Signal(str)
-
-    def __init__(self, job: Job, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.job = job
-
-    def work(self) -> None:
-        bus = CancellableBus(self.token)
-        bus.subscribe(self.event.emit)
-        context = JobContext(
-            bus=bus,
-            token=self.token,
-            publish=self.event.emit,
-            say=lambda text: self.progress.emit(0, 0, text),
-            note_sites=self.sites.emit,
-            note_folder=lambda folder: self.run_folder.emit(str(folder)),
-        )
-        result = self.job(context)
-        self.finished.emit(dict(result or {}))
