@@ -11,7 +11,7 @@ by key name (ALGORITHMS.md 7, note for MONAI): the parameters and buffers of eve
 GroupNorm, LayerNorm and RMSNorm module. For BatchNorm these are gamma/beta and the running
 statistics; for MONAI's InstanceNorm with ``affine=True`` gamma/beta. MONAI's default
 InstanceNorm has ``affine=False`` and no running statistics: the network then has nothing
-to keep and FedBN *is* FedAvg; the site says so in the log. Use
+to keep and FedBN *is* FedAvg; the run's log says so (a warning event). Use
 ``model.args.norm = ["instance", {"affine": true}]`` (or ``"batch"``) to give FedBN
 something to personalise.
 
@@ -36,9 +36,11 @@ import torch.nn as nn
 
 from engine.fl.fedavg import FedAvg
 from engine.fl.personal import PersonalisedSite
-from engine.fl.protocol import ArrayDict, Message
+from engine.events import RunWarning
+from engine.fl.protocol import ArrayDict, Exchange, Message
 from engine.fl.registry import register
 from engine.fl.site import SiteRuntime
+from engine.model.networks import build_network
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,28 @@ class FedBNSite(PersonalisedSite):
             self.runtime.store.save(KEPT, message.round, {name: local[name] for name in self.local_names})
 
 
+NOTHING_TO_KEEP = (
+    "fedbn: the network has no normalisation parameters or statistics (MONAI's instance norm has affine=False "
+    'unless asked), so every tensor is shared and this run is FedAvg; set model.args.norm = ["instance", '
+    '{"affine": true}] or "batch"'
+)
+
+
 @register
 class FedBN(FedAvg):
     name = "fedbn"
     summary = "FedBN: FedAvg whose normalisation layers stay at each site (personalised evaluation)"
     site_logic = FedBNSite
     personalised = True
+
+    def configure(self, config: Any) -> None:
+        network = build_network(config.model.network, config.model.args)
+        self.warning = None if norm_state_names(network) else NOTHING_TO_KEEP
+        self.warned = False
+
+    def round(self, rnd: int, global_state: ArrayDict) -> Exchange:
+        # the operator must see it in the run's log, not only in each site's Python log
+        if getattr(self, "warning", None) and not self.warned:
+            self.emit(RunWarning(message=self.warning))
+            self.warned = True
+        return (yield from super().round(rnd, global_state))
