@@ -224,7 +224,9 @@ class ResFIMSite(PersonalisedSite):
             return self.base_mask(local)
         if self.params.rho == 0:
             return self.base_mask(local)
-        scores = self.residual(message.round, local, list(styles.values()))
+        # in site order: replies (and Flower records) come in any order, and each bank draws
+        # its windows from the same generator in turn
+        scores = self.residual(message.round, local, [styles[k] for k in sorted(styles, key=int)])
         mask = self.base_mask(local)
         for name, score in scores.items():
             if name not in self.norm_names:
@@ -293,7 +295,7 @@ class ResFIM(Strategy):
             if len({tuple(b.shape[1:]) for b in banks.values()}) > 1:
                 shapes = {k: list(b.shape) for k, b in banks.items()}
                 raise FederationError(f"round {rnd}: the sites' style banks differ in shape ({shapes})")
-            self.banks = banks
+            self.banks = dict(sorted(banks.items()))
         replies = yield self.train_messages(rnd, global_state)
         if not replies:
             raise FederationError(f"round {rnd}: no site returned a model")
