@@ -89,10 +89,12 @@ class JobThread:
         return time.perf_counter() - started
 
 
-def wait_until(condition: Any, timeout_s: float, what: str) -> None:
+def wait_until(condition: Any, timeout_s: float, what: str, logs: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
+            for log in sorted(logs.rglob("*.log")) if logs else []:  # why: the processes' own words
+                print(f"--- {log} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-8:]))
             raise RuntimeError(f"timed out waiting until {what}")
         time.sleep(0.02)
 
@@ -123,9 +125,9 @@ def one_federation(root: Path, local_steps: int) -> dict[str, float]:
     settings = SiteSettings.make(superlink, leaver, pki / "ca.pem", pki / "site-keys" / leaver.name, name="leaver", work_dir=root / "leaver")
     try:
         site = JobThread(jobs.join(settings), "join job")
-        wait_until(lambda: site.trained_steps() >= 2, 240, "the joined site trains")
+        wait_until(lambda: site.trained_steps() >= 2, 240, "the joined site trains", root)
         leave_s = site.stop_and_time()
-        wait_until(lambda: trains(root / "site-work" / stayer.name / jobs.PROGRESS_FILE), 240, "the other site trains")
+        wait_until(lambda: trains(root / "site-work" / stayer.name / jobs.PROGRESS_FILE), 240, "the other site trains", root)
         stop_s = host.stop_and_time()
     finally:
         process.stop(1.0)
@@ -135,7 +137,7 @@ def one_federation(root: Path, local_steps: int) -> dict[str, float]:
 def one_demo(root: Path, local_steps: int) -> float:
     demo = JobThread(jobs.flower_demo(long_config(local_steps), root), "demo job")
     progress = [root / "site-work" / f"site-{i}" / jobs.PROGRESS_FILE for i in range(1, 4)]
-    wait_until(lambda: all(trains(p) for p in progress), 300, "every demo site trains")
+    wait_until(lambda: all(trains(p) for p in progress), 300, "every demo site trains", root)
     return demo.stop_and_time()
 
 

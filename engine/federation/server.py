@@ -151,7 +151,7 @@ class ServerSession:
                     return
                 why = seen["failure"] or details or f"see {self.out_dir / 'superlink.log'}"
                 raise FederationError(f"the federated run {sub_status}: {why}")
-            time.sleep(STATUS_POLL_S)
+            _wait_unless(stop, STATUS_POLL_S)
         raise FederationError(f"stopped before the run finished; restart with the same --out ({self.out_dir}) to resume")
 
     def stop(self) -> None:
@@ -167,3 +167,11 @@ class ServerSession:
         if self.superlink is not None:
             self.superlink.stop(SUPERLINK_GRACE_S, SUPERLINK_TERM_S)
             self.superlink = None
+
+
+def _wait_unless(stop: Callable[[], bool], seconds: float, step_s: float = 0.05) -> None:
+    """Sleep ``seconds``, returning early once ``stop()`` is true (an operator's Stop must
+    not wait out a status poll)."""
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(step_s, max(0.0, deadline - time.monotonic())))
