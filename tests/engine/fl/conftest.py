@@ -78,3 +78,22 @@ def make_site(tmp_path: Path) -> Callable[..., SiteLogic]:
 def tiny_config() -> Callable[..., RunConfig]:
     """``tiny_config(norm="instance", local_steps=2)``: the RunConfig of ``make_site``'s sites."""
     return tiny_run_config
+
+
+def _drive(gen, respond):
+    """Run a strategy's round generator against ``respond(messages) -> replies``; return its
+    outcome and the message batches it sent."""
+    sent = []
+    messages = next(gen)
+    while True:
+        sent.append(messages)
+        try:
+            messages = gen.send(respond(messages))
+        except StopIteration as stop:
+            return stop.value, sent
+
+
+@pytest.fixture
+def drive() -> Callable[..., Any]:
+    """``drive(strategy.round(rnd, model), respond)`` -> (outcome, batches sent)."""
+    return _drive

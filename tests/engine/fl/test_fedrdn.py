@@ -36,18 +36,6 @@ def stats_reply(mean: float, std: float) -> Reply:
     return Reply(arrays={"stats": {"mean": torch.tensor([mean], dtype=f64), "std": torch.tensor([std], dtype=f64)}})
 
 
-def drive(gen, respond):
-    """Run a round generator; return its outcome and the message batches it sent."""
-    sent = []
-    messages = next(gen)
-    while True:
-        sent.append(messages)
-        try:
-            messages = gen.send(respond(messages))
-        except StopIteration as stop:
-            return stop.value, sent
-
-
 def responder(stats: dict[int, tuple[float, float]], locals_: dict[int, dict], skip_stats: set[int] = frozenset()):
     def respond(messages):
         kind = next(iter(messages.values())).kind
@@ -120,7 +108,7 @@ def test_params_defaults_and_validation():
     assert "fedrdn" in STRATEGIES
 
 
-def test_statistics_are_asked_once_then_sent_with_every_train_message():
+def test_statistics_are_asked_once_then_sent_with_every_train_message(drive):
     strategy = FedRDN(FedRDNParams(), sites(2, 6))
     stats = {0: (0.3, 0.1), 1: (0.5, 0.2)}
     locals_ = {0: {"w": torch.tensor([1.0, 2.0])}, 1: {"w": torch.tensor([3.0, 4.0])}}
@@ -137,7 +125,7 @@ def test_statistics_are_asked_once_then_sent_with_every_train_message():
     assert [next(iter(b.values())).kind for b in sent2] == [TRAIN]
 
 
-def test_a_site_that_missed_the_exchange_is_asked_again_and_only_it():
+def test_a_site_that_missed_the_exchange_is_asked_again_and_only_it(drive):
     strategy = FedRDN(FedRDNParams(), sites(1, 1, 1))
     stats = {0: (0.1, 0.1), 1: (0.2, 0.1), 2: (0.3, 0.1)}
     locals_ = {k: {"w": torch.tensor([float(k), 0.0])} for k in range(3)}
@@ -168,7 +156,7 @@ def test_bad_statistics_replies_are_rejected():
     assert "do not fit" in strategy.check_reply(query, two, MODEL)
 
 
-def test_statistics_survive_a_checkpoint_and_go_into_the_model_card():
+def test_statistics_survive_a_checkpoint_and_go_into_the_model_card(drive):
     strategy = FedRDN(FedRDNParams(), sites(1, 1))
     drive(strategy.round(1, MODEL), responder({0: (0.25, 0.125), 1: (0.5, 0.0625)}, {k: dict(MODEL) for k in range(2)}))
     tensors, meta = strategy.state_dict()

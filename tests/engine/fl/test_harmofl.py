@@ -47,17 +47,6 @@ def responder(amplitudes: dict[int, float], locals_: dict[int, dict]):
     return respond
 
 
-def drive(gen, respond):
-    sent = []
-    messages = next(gen)
-    while True:
-        sent.append(messages)
-        try:
-            messages = gen.send(respond(messages))
-        except StopIteration as stop:
-            return stop.value, sent
-
-
 LOCALS = {0: {"w": torch.tensor([3.0, 0.0])}, 1: {"w": torch.tensor([0.0, 3.0])}, 2: {"w": torch.tensor([3.0, 3.0])}}
 
 
@@ -69,7 +58,7 @@ def test_params_defaults_and_validation():
     assert "harmofl" in STRATEGIES
 
 
-def test_amplitude_is_shared_once_and_averaged_uniformly():
+def test_amplitude_is_shared_once_and_averaged_uniformly(drive):
     strategy = HarmoFL(HarmoFLParams(), sites(1, 2, 9))
     outcome, sent = drive(strategy.round(1, MODEL), responder({0: 3.0, 1: 6.0, 2: 30.0}, LOCALS))
     assert [next(iter(b.values())).kind for b in sent] == [AMPLITUDE, TRAIN]
@@ -88,7 +77,7 @@ def test_amplitude_is_shared_once_and_averaged_uniformly():
     assert all(m.config["split"] == "val" and m.arrays["model"] is MODEL for m in evaluate.values())
 
 
-def test_a_silent_site_is_left_out_of_the_average():
+def test_a_silent_site_is_left_out_of_the_average(drive):
     strategy = HarmoFL(HarmoFLParams(), sites(1, 1, 1))
     _, sent = drive(strategy.round(1, MODEL), responder({0: 3.0, 2: 9.0}, LOCALS))
     assert torch.allclose(sent[1][1].arrays["amplitude"]["reference"], amplitude(6.0))
@@ -110,7 +99,7 @@ def test_bad_amplitude_replies_are_rejected():
     assert ">= 0" in strategy.check_reply(query, Reply(arrays={"amplitude": {"amplitude": torch.ones(3)}}), MODEL)
 
 
-def test_reference_survives_a_checkpoint_and_goes_into_the_model_card():
+def test_reference_survives_a_checkpoint_and_goes_into_the_model_card(drive):
     strategy = HarmoFL(HarmoFLParams(r=0.0), sites(1, 1))
     assert strategy.model_card_fields() == {}
     drive(strategy.round(1, MODEL), responder({0: 2.0, 1: 4.0}, LOCALS))
