@@ -123,13 +123,16 @@ def one_federation(root: Path, local_steps: int) -> dict[str, float]:
     superlink = f"127.0.0.1:{config.federation.port}"
     process = start_site(superlink, stayer, pki, root)
     settings = SiteSettings.make(superlink, leaver, pki / "ca.pem", pki / "site-keys" / leaver.name, name="leaver", work_dir=root / "leaver")
+    site = JobThread(jobs.join(settings), "join job")
     try:
-        site = JobThread(jobs.join(settings), "join job")
         wait_until(lambda: site.trained_steps() >= 2, 240, "the joined site trains", root)
         leave_s = site.stop_and_time()
         wait_until(lambda: trains(root / "site-work" / stayer.name / jobs.PROGRESS_FILE), 240, "the other site trains", root)
         stop_s = host.stop_and_time()
-    finally:
+    finally:  # after a failed wait too: the jobs' threads are daemons, their processes are not
+        for job in (site, host):
+            if job.thread.is_alive():
+                job.stop_and_time()
         process.stop(1.0)
     return {"leave_s": leave_s, "host_stop_s": stop_s}
 
@@ -137,7 +140,11 @@ def one_federation(root: Path, local_steps: int) -> dict[str, float]:
 def one_demo(root: Path, local_steps: int) -> float:
     demo = JobThread(jobs.flower_demo(long_config(local_steps), root), "demo job")
     progress = [root / "site-work" / f"site-{i}" / jobs.PROGRESS_FILE for i in range(1, 4)]
-    wait_until(lambda: all(trains(p) for p in progress), 300, "every demo site trains", root)
+    try:
+        wait_until(lambda: all(trains(p) for p in progress), 300, "every demo site trains", root)
+    except RuntimeError:
+        demo.stop_and_time()  # ends its SuperLink and sites
+        raise
     return demo.stop_and_time()
 
 
