@@ -48,6 +48,11 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.Gr
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
 KEPT = "norm"  # the site-store key of the site's own normalisation tensors
+NOTHING_TO_KEEP = (
+    "fedbn: the network has no normalisation parameters or statistics (MONAI's instance norm has affine=False "
+    'unless asked), so every tensor is shared and this run is FedAvg; set model.args.norm = ["instance", '
+    '{"affine": true}] or "batch"'
+)
 
 
 def norm_state_names(network: nn.Module) -> list[str]:
@@ -69,12 +74,7 @@ class FedBNSite(PersonalisedSite):
         super().__init__(params, runtime)
         self.local_names = norm_state_names(self.runtime.network)
         if not self.local_names:
-            log.warning(
-                "fedbn at site %s: the network has no normalisation parameters or statistics (MONAI's "
-                "instance norm has affine=False unless asked), so every tensor is shared and this run is "
-                'FedAvg; set model.args.norm = ["instance", {"affine": true}] or "batch"',
-                self.runtime.name,
-            )
+            log.warning("site %s: %s", self.runtime.name, NOTHING_TO_KEEP)
 
     def personal_weights(self, shared: ArrayDict, upto: int) -> ArrayDict:
         own = self.kept(KEPT, upto)
@@ -86,13 +86,6 @@ class FedBNSite(PersonalisedSite):
     def after_train(self, message: Message, local: ArrayDict) -> None:
         if self.local_names:
             self.runtime.store.save(KEPT, message.round, {name: local[name] for name in self.local_names})
-
-
-NOTHING_TO_KEEP = (
-    "fedbn: the network has no normalisation parameters or statistics (MONAI's instance norm has affine=False "
-    'unless asked), so every tensor is shared and this run is FedAvg; set model.args.norm = ["instance", '
-    '{"affine": true}] or "batch"'
-)
 
 
 @register
