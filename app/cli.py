@@ -19,6 +19,8 @@ from pathlib import Path
 from engine import cli as engine_cli
 
 SCREENSHOT_SIZE = (1600, 1000)
+DESKTOP_ID = "fedseg-studio"
+ICON = "icons/fedseg-studio.svg"
 IDLE_TIMEOUT_S = 600  # a screenshot waits this long at most for loading and segmenting
 
 
@@ -70,13 +72,17 @@ def raise_user_error(message: str) -> None:
 
 def run_gui(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QSettings
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.resources import resource_path
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     qt_app.setApplicationName("FedSeg Studio")
     qt_app.setOrganizationName("FedSeg Studio")
+    qt_app.setDesktopFileName(DESKTOP_ID)  # Wayland and taskbars match the window to fedseg-studio.desktop
+    qt_app.setWindowIcon(QIcon(str(resource_path(ICON))))
     errors: list[str] = []
     if args.screenshot:
         # a screenshot must not depend on (or change) the user's saved layout and recent files

@@ -57,9 +57,34 @@ class Extension(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
+class _VersionAction(argparse.Action):
+    """``fedseg --version``: this program's, torch's (and its CUDA) and Flower's versions, the
+    first thing support asks of an installation. Computed only when asked: importing torch takes a second."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None) -> None:  # noqa: A002
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import torch
+
+        import engine
+
+        try:
+            flower = version("flwr")
+        except PackageNotFoundError:
+            flower = "not installed"
+        cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        frozen = ", installed folder" if getattr(sys, "frozen", False) else ""
+        print(f"fedseg {engine.__version__} (torch {torch.__version__}, {cuda}; Flower {flower}; Python {sys.version.split()[0]}{frozen})")
+        parser.exit()
+
+
 def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="fedseg", description="FedSeg Studio: federated 3D CT lesion segmentation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details to stderr")
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of fedseg, torch (CUDA) and Flower, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for extension in extensions:
         extension.add_parser(sub)

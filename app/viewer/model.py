@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.viewer.measurements import Measurements, measure
 from app.viewer.overlay import OverlaySettings
-from app.viewer.presets import DEFAULT_PRESETS_PATH, load_window_presets
+from app.viewer.presets import default_presets_path, load_window_presets
 from engine.errors import VolumeError
 from engine.io.volume import Volume
 from engine.registry import did_you_mean
@@ -77,7 +77,7 @@ class ViewerModel(QObject):
 
     def __init__(self, presets_path: str | Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        self._presets = load_window_presets(presets_path or DEFAULT_PRESETS_PATH)
+        self._presets = load_window_presets(presets_path or default_presets_path())
         first = _DEFAULT_PRESET if _DEFAULT_PRESET in self._presets else next(iter(self._presets))
         self._window = self._presets[first]
         self._volume: Volume | None = None

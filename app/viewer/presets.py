@@ -10,11 +10,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from app.resources import resource_path
 from engine.errors import ConfigError
 
-__all__ = ["DEFAULT_PRESETS_PATH", "load_window_presets"]
+__all__ = ["default_presets_path", "load_window_presets"]
 
-DEFAULT_PRESETS_PATH = Path(__file__).resolve().parents[2] / "resources" / "window_presets.toml"
+
+def default_presets_path() -> Path:
+    """``window_presets.toml`` of this installation's resources."""
+    return resource_path("window_presets.toml")
 
 
 def _number(path: Path, where: str, entry: dict, key: str) -> float:

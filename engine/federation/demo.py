@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import FederationConfig, RunConfig
 from engine.events import Event
-from engine.federation.launcher import ManagedProcess, flower_env, free_port
+from engine.federation.launcher import ManagedProcess, free_port
+from engine.federation.programs import flower_env, python_module
 from engine.federation.pki import make_certificates, make_site_key
 from engine.federation.server import ServerSession
 
@@ -41,14 +41,14 @@ def prepare(out: Path, config: RunConfig, sites: int = SITES) -> tuple[RunConfig
 
 
 def site_command(superlink: str, site: Path, pki: Path, work: Path, *, allow_model_sharing: bool = True, ca: Path | None = None) -> list[str]:
-    command = [
-        sys.executable, "-m", "engine.cli", "site",
+    command = python_module(
+        "engine.cli", "site",
         "--superlink", superlink,
         "--data", str(site),
         "--ca", str(ca or pki / "ca.pem"),
         "--key", str(pki / "site-keys" / site.name),
         "--work-dir", str(work),
-    ]  # fmt: skip
+    )  # fmt: skip
     threads = max(1, (os.cpu_count() or 1) // SITES)  # three sites share this machine's cores
     return command + ["--threads", str(threads)] + (["--allow-model-sharing"] if allow_model_sharing else [])
 

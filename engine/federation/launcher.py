@@ -34,33 +34,12 @@ import tomli_w
 from engine.config import RunConfig
 from engine.errors import FederationError
 from engine.federation.pki import Certificates
+from engine.federation.programs import flower_env, flower_program, python_module
 from engine.federation.records import OUT_KEY, RUN_CONFIG_KEY, RUN_KEY
 from engine.federation.supernode import TIED_ENV
 
 FLOWER_VERSION = "1.41.0"
-FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 WINDOWS = sys.platform == "win32"
-
-
-def flower_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for Flower's processes: no telemetry, no update checks."""
-    env = dict(os.environ)
-    env.update(FLOWER_ENV)
-    # The SuperLink starts `flower-superexec`/`flwr-serverapp` by name: find ours first.
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    if extra:
-        env.update(extra)
-    return env
-
-
-def _bin(name: str) -> str:
-    """A console script of this environment (beside the running interpreter)."""
-    folder = Path(sys.executable).parent
-    for candidate in (folder / name, folder / f"{name}.exe"):
-        if candidate.exists():
-            return str(candidate)
-    return name
 
 
 def log_to_file(path: Path, level: int = logging.DEBUG) -> None:
@@ -180,7 +159,7 @@ def start_superlink(certs: Certificates, *, host: str, port: int, database: Path
     """``flower-superlink``: Fleet, Control and Runtime APIs on ``host:port`` (HTTPS)."""
     certs.check()
     command = [
-        _bin("flower-superlink"),
+        flower_program("flower-superlink"),
         "--ssl-ca-certfile", str(certs.ca),
         "--ssl-certfile", str(certs.server_cert),
         "--ssl-keyfile", str(certs.server_key),
@@ -205,8 +184,8 @@ def start_supernode(
     """Flower's SuperNode for one site; its tasks are answered by our executor on
     ``127.0.0.1:runtime_port``."""
     config = " ".join(f"{key}={json.dumps(value)}" for key, value in node_config.items())
-    command = [
-        sys.executable, "-m", "engine.federation.supernode",
+    command = python_module(
+        "engine.federation.supernode",
         "--superlink", superlink,
         "--root-certificates", str(ca),
         "--auth-supernode-private-key", str(private_key),
@@ -214,7 +193,7 @@ def start_supernode(
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
         "--node-config", config,
-    ]  # fmt: skip  (a SuperNode installs no dependencies unless told to)
+    )  # fmt: skip  (a SuperNode installs no dependencies unless told to)
     return ManagedProcess(f"flower-supernode ({node_config.get('site-name', '?')})", command, log_path, tied=True)
 
 

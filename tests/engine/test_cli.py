@@ -105,6 +105,17 @@ def test_algorithms_lists_one_line_per_strategy(capsys: pytest.CaptureFixture[st
         assert STRATEGIES.summary(name) in line
 
 
+def test_version_names_torch_its_cuda_and_flower(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    line = capsys.readouterr().out.strip()
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+    assert line.startswith("fedseg 0.1.0 (") and f"torch {torch.__version__}, {cuda}" in line and "Flower 1.41.0" in line
+
+
 def test_make_demo_sites_writes_k_folders(demo_sites: tuple[int, str, Path]) -> None:
     rc, stdout, out = demo_sites
     assert rc == 0
