@@ -36,10 +36,11 @@ else
 fi
 case "$prefix" in *[!A-Za-z0-9/._-]*) die "install folder '$prefix' must be ASCII letters, digits and / . _ - only (Qt, torch and Flower's children take it from PATH)";; esac
 
-# torch's Linux wheels need glibc 2.28 or newer (manylinux_2_28).
+# The folder needs the glibc it was built against (glibc_floor.py wrote the number at build time).
+need=$(cat "$source/glibc-required" 2>/dev/null || echo 2.34)
 glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
-if [ -n "$glibc" ] && [ "$(printf '%s\n2.28\n' "$glibc" | sort -V | head -1)" != "2.28" ]; then
-  die "this system has glibc $glibc; FedSeg Studio needs 2.28 or newer (Debian 10, Ubuntu 18.10, RHEL 8 and later)"
+if [ -n "$glibc" ] && [ "$(printf '%s\n%s\n' "$glibc" "$need" | sort -V | head -1)" != "$need" ]; then
+  die "this system has glibc $glibc; this build of FedSeg Studio needs $need or newer (build it on the oldest distribution you run: docs/install.md)"
 fi
 
 # Copy beside the target, then swap: never a half-copied installation.

@@ -53,7 +53,7 @@ $TorchIndexByProfile = @{
     "reader"    = "https://download.pytorch.org/whl/cpu"
     "site-node" = "https://download.pytorch.org/whl/cu130"
 }
-$FlowerPrograms = @("flower-superlink", "flower-superexec", "flwr-serverapp", "flower-supernode", "flwr-clientapp")
+$FlowerPrograms = @("flower-superlink", "flower-superexec", "flwr-serverapp")  # engine/federation/programs.py FLOWER_PROGRAMS
 
 # Paths, as in the Makefile (HERE = packaging, BUILD = HERE\build\PROFILE, ...).
 $Here   = Split-Path -Parent $PSScriptRoot          # packaging
@@ -153,7 +153,7 @@ try {
         $pip = @("-m", "pip", "--disable-pip-version-check")
 
         # torch first, from the profile's index, so that nothing later pulls another torch.
-        # PyPI stays reachable for torch's own dependencies (as in the Makefile).
+        # PyPI stays reachable for torch's own dependencies (filelock, sympy...).
         Invoke-Checked $VenvPython ($pip + @("install", "--quiet", "torch==$TorchVersion", "--index-url", $TorchIndex, "--extra-index-url", "https://pypi.org/simple"))
 
         # pyproject.toml's dependencies, as a file pip reads (UTF-8 without BOM: Windows

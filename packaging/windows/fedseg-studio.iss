@@ -2,8 +2,8 @@
 ;
 ; It installs the PyInstaller one-folder build (packaging/fedseg.spec, then aliases.py):
 ; fedseg.exe, _internal\ and the copies of fedseg.exe named after Flower's programs
-; (flower-superlink.exe, flower-superexec.exe, flwr-serverapp.exe, flower-supernode.exe,
-; flwr-clientapp.exe), which the SuperLink starts by name.
+; (flower-superlink.exe, flower-superexec.exe, flwr-serverapp.exe), which the federation
+; starts by name (engine/federation/programs.py FLOWER_PROGRAMS).
 ;
 ; build.ps1 in this folder builds the folder and then compiles this script:
 ;   iscc /DBundleDir=...\packaging\dist\reader\fedseg-studio /DAppVersion=0.1.0 /DProfile=reader
@@ -53,9 +53,6 @@
   #error BundleDir holds no fedseg.exe: build the folder first (build.ps1), or pass /DBundleDir=FOLDER
 #endif
 #if !FileExists(Bundle + "\flower-superlink.exe") || !FileExists(Bundle + "\flower-superexec.exe") || !FileExists(Bundle + "\flwr-serverapp.exe")
-  #error BundleDir lacks the Flower aliases: run python packaging\aliases.py on it (build.ps1 does)
-#endif
-#if !FileExists(Bundle + "\flower-supernode.exe") || !FileExists(Bundle + "\flwr-clientapp.exe")
   #error BundleDir lacks the Flower aliases: run python packaging\aliases.py on it (build.ps1 does)
 #endif
 #if !FileExists(Absolute(SetupIcon))
