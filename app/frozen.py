@@ -4,10 +4,11 @@ A frozen folder has no Python interpreter and no console scripts, yet a federati
 starts child processes (``engine/federation/programs.py``). So the executable decides
 what it is from how it was started:
 
-* under one of Flower's program names (``flower-superlink``, ``flower-superexec``,
-  ``flwr-serverapp``...: aliases of the executable in its folder), it is that program;
+* under one of the names of Flower's programs that the SuperLink starts by name
+  (``flower-superexec``, ``flwr-serverapp``: aliases of the executable in its folder), it is
+  that program;
 * ``fedseg -m MODULE ARGS`` runs one of FedSeg Studio's modules as ``python -m`` would
-  (the SuperNode and site processes are started that way);
+  (the SuperLink, SuperNode and site processes are started that way);
 * anything else is the ``fedseg`` command line (``app.cli``).
 
 In a development install ``python -m app.frozen ...`` behaves the same, which is how the

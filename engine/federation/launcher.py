@@ -34,7 +34,7 @@ import tomli_w
 from engine.config import RunConfig
 from engine.errors import FederationError
 from engine.federation.pki import Certificates
-from engine.federation.programs import flower_env, flower_program, python_module
+from engine.federation.programs import check_flower_programs, flower_env, python_module
 from engine.federation.records import OUT_KEY, RUN_CONFIG_KEY, RUN_KEY
 from engine.federation.supernode import TIED_ENV
 
@@ -156,10 +156,12 @@ class ManagedProcess:
 
 
 def start_superlink(certs: Certificates, *, host: str, port: int, database: Path, log_path: Path) -> ManagedProcess:
-    """``flower-superlink``: Fleet, Control and Runtime APIs on ``host:port`` (HTTPS)."""
+    """``flower-superlink``: Fleet, Control and Runtime APIs on ``host:port`` (HTTPS), tied to
+    this process (:mod:`engine.federation.superlink`: it ends if this process dies)."""
     certs.check()
-    command = [
-        flower_program("flower-superlink"),
+    check_flower_programs()  # the SuperLink starts them by name
+    command = python_module(
+        "engine.federation.superlink",
         "--ssl-ca-certfile", str(certs.ca),
         "--ssl-certfile", str(certs.server_cert),
         "--ssl-keyfile", str(certs.server_key),
@@ -168,8 +170,8 @@ def start_superlink(certs: Certificates, *, host: str, port: int, database: Path
         "--disable-runtime-dependency-installation",
         "--host", host,
         "--port", str(port),
-    ]  # fmt: skip
-    return ManagedProcess("flower-superlink", command, log_path)
+    )  # fmt: skip
+    return ManagedProcess("flower-superlink", command, log_path, tied=True)
 
 
 def start_supernode(

@@ -1,10 +1,10 @@
 """The programs a federation starts, found without a virtual environment's ``bin/`` on PATH.
 
-A federation is several processes. The coordinator starts ``flower-superlink``; the
-SuperLink starts ``flower-superexec``, which starts ``flwr-serverapp`` for each run, both
-*by name* from PATH (Flower 1.41, ``flwr/superlink/cli/flower_superlink.py`` and
-``flwr/supercore/superexec/executor/subprocess_executor.py``). Each site runs our SuperNode
-and its site process as ``python -m`` modules.
+A federation is several processes. The coordinator starts the SuperLink and each site
+its site process and SuperNode, all as ``python -m`` modules of ours. The SuperLink starts
+``flower-superexec``, which starts ``flwr-serverapp`` for each run, both *by name* from PATH
+(Flower 1.41, ``flwr/superlink/cli/flower_superlink.py`` and
+``flwr/supercore/superexec/executor/subprocess_executor.py``).
 
 * Development install: Flower's programs are console scripts beside the interpreter, and
   ``python -m`` is the interpreter's own.
@@ -32,11 +32,11 @@ from pathlib import Path
 
 from engine.errors import FederationError
 
-# Flower's programs a federation runs (name -> "module:function", from flwr's entry points).
-# Not flower-supernode or flwr-clientapp: a site runs our SuperNode (`-m engine.federation.supernode`)
-# and answers its tasks in-process (executor.py). Each name is one more copy of the executable on Windows.
+# Flower's programs that Flower itself starts by name (name -> "module:function", from flwr's
+# entry points). The SuperLink and SuperNode are ours to start, as modules (superlink.py,
+# supernode.py), and a site answers its tasks in-process (executor.py): no flwr-clientapp.
+# Each name is one more copy of the executable on Windows.
 FLOWER_PROGRAMS = {
-    "flower-superlink": "flwr.superlink.cli:flower_superlink",
     "flower-superexec": "flwr.supercore.cli:flower_superexec",
     "flwr-serverapp": "flwr.superlink.cli:flwr_serverapp",
 }
@@ -91,6 +91,13 @@ def flower_program(name: str) -> str:
         f"{name} is not in {folder}: the installation is incomplete "
         + ("(the folder's Flower aliases are missing; rebuild or reinstall it)" if frozen() else "(reinstall flwr)")
     )
+
+
+def check_flower_programs() -> None:
+    """Raise :class:`FederationError` now, naming the folder, if a program the SuperLink will
+    start by name is missing: otherwise the run would just never start."""
+    for name in FLOWER_PROGRAMS:
+        flower_program(name)
 
 
 def flower_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -53,7 +53,7 @@ $TorchIndexByProfile = @{
     "reader"    = "https://download.pytorch.org/whl/cpu"
     "site-node" = "https://download.pytorch.org/whl/cu130"
 }
-$FlowerPrograms = @("flower-superlink", "flower-superexec", "flwr-serverapp")  # engine/federation/programs.py FLOWER_PROGRAMS
+$FlowerPrograms = @("flower-superexec", "flwr-serverapp")  # engine/federation/programs.py FLOWER_PROGRAMS
 
 # Paths, as in the Makefile (HERE = packaging, BUILD = HERE\build\PROFILE, ...).
 $Here   = Split-Path -Parent $PSScriptRoot          # packaging

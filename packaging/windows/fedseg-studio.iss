@@ -2,7 +2,7 @@
 ;
 ; It installs the PyInstaller one-folder build (packaging/fedseg.spec, then aliases.py):
 ; fedseg.exe, _internal\ and the copies of fedseg.exe named after Flower's programs
-; (flower-superlink.exe, flower-superexec.exe, flwr-serverapp.exe), which the federation
+; (flower-superexec.exe, flwr-serverapp.exe), which the SuperLink
 ; starts by name (engine/federation/programs.py FLOWER_PROGRAMS).
 ;
 ; build.ps1 in this folder builds the folder and then compiles this script:
@@ -52,7 +52,7 @@
 #if !FileExists(Bundle + "\fedseg.exe")
   #error BundleDir holds no fedseg.exe: build the folder first (build.ps1), or pass /DBundleDir=FOLDER
 #endif
-#if !FileExists(Bundle + "\flower-superlink.exe") || !FileExists(Bundle + "\flower-superexec.exe") || !FileExists(Bundle + "\flwr-serverapp.exe")
+#if !FileExists(Bundle + "\flower-superexec.exe") || !FileExists(Bundle + "\flwr-serverapp.exe")
   #error BundleDir lacks the Flower aliases: run python packaging\aliases.py on it (build.ps1 does)
 #endif
 #if !FileExists(Absolute(SetupIcon))
@@ -108,7 +108,7 @@ CloseApplicationsFilter=*.exe,*.dll,*.pyd
 
 [Tasks]
 Name: "desktopicon"; Description: "{cm:CreateDesktopIcon}"; GroupDescription: "{cm:AdditionalIcons}"; Flags: unchecked
-; Unchecked by default: the folder also holds fedseg's copies named flower-superlink.exe,
+; Unchecked by default: the folder also holds fedseg's copies named flower-superexec.exe,
 ; flwr-serverapp.exe..., which on PATH would shadow another Flower installation's programs.
 ; FedSeg Studio itself never needs it (it finds its programs beside fedseg.exe).
 Name: "addtopath"; Description: "Add the installation folder to PATH (the fedseg command in new terminals)"; GroupDescription: "Command line:"; Flags: unchecked

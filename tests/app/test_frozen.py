@@ -17,7 +17,7 @@ def _keep_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_under_a_flower_name_it_is_that_program(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["/opt/fedseg-studio/flower-superlink", "--version"])
+        main(["/opt/fedseg-studio/flower-superexec", "--version"])
     assert exit_.value.code == 0
     assert "Flower version: 1.41.0" in capsys.readouterr().out
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import FederationError
 from engine.federation import programs
-from engine.federation.programs import FLOWER_PROGRAMS, flower_env, flower_program, program_name, python_module
+from engine.federation.programs import FLOWER_PROGRAMS, check_flower_programs, flower_env, flower_program, program_name, python_module
 
 
 def test_python_module_runs_a_module_of_this_installation() -> None:
@@ -22,15 +22,15 @@ def test_python_module_runs_a_module_of_this_installation() -> None:
 
 
 def test_flower_programs_are_found_beside_the_interpreter() -> None:
-    path = Path(flower_program("flower-superlink"))
+    path = Path(flower_program("flower-superexec"))
     assert path.parent == Path(sys.executable).parent
     done = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=120)
     assert "Flower version: 1.41.0" in done.stdout
 
 
 def test_an_unknown_program_name_suggests_the_closest() -> None:
-    with pytest.raises(ValueError, match="did you mean 'flower-superlink'"):
-        flower_program("flower-superlnk")
+    with pytest.raises(ValueError, match="did you mean 'flower-superexec'"):
+        flower_program("flower-superexc")
 
 
 @pytest.mark.parametrize(("argv0", "name"), [("/opt/fs/flower-superexec", "flower-superexec"), ("C:\\FedSeg\\flwr-serverapp.exe", "flwr-serverapp"), ("fedseg", "fedseg")])
@@ -61,12 +61,12 @@ def test_a_frozen_folder_starts_its_own_aliases(frozen_folder: Path) -> None:
 def test_a_frozen_folder_without_its_aliases_fails_clearly_rather_than_use_path(frozen_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     elsewhere = tmp_path / "venv-bin"
     elsewhere.mkdir()
-    (elsewhere / "flower-superlink").write_text("#!/bin/sh\n")
-    (elsewhere / "flower-superlink").chmod(0o755)
+    (elsewhere / "flwr-serverapp").write_text("#!/bin/sh\n")
+    (elsewhere / "flwr-serverapp").chmod(0o755)
     monkeypatch.setenv("PATH", str(elsewhere))
-    (frozen_folder / "flower-superlink").unlink()
-    with pytest.raises(FederationError, match=r"flower-superlink is not in .*fedseg-studio.*aliases"):
-        flower_program("flower-superlink")
+    (frozen_folder / "flwr-serverapp").unlink()
+    with pytest.raises(FederationError, match=r"flwr-serverapp is not in .*fedseg-studio.*aliases"):
+        check_flower_programs()  # what start_superlink asks before starting anything
 
 
 def test_run_flower_program_names_itself_like_its_console_script(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
