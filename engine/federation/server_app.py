@@ -31,6 +31,7 @@ from engine.events import EventBus, RunWarning, recorded_run
 from engine.federation.records import OUT_KEY, RUN_CONFIG_KEY, SITE_INFO
 from engine.federation import pulls
 from engine.federation.launcher import log_to_file
+from engine.federation.superlink import end_with_superlink
 from engine.federation.transport import FlowerTransport
 from engine.fl import STRATEGIES, build_strategy
 from engine.fl.coordinator import EVENTS, Coordinator, initial_global_state, rewind_events
@@ -52,6 +53,7 @@ def main(grid: Grid, context: Context) -> None:
     out_dir = Path(str(context.run_config[OUT_KEY]))
     out_dir.mkdir(parents=True, exist_ok=True)
     log_to_file(out_dir / "coordinator.log")
+    end_with_superlink()  # never a second coordinator on this run folder (superlink.py)
     pulls.install()  # the sites' replies are pulled while their arrays are still arriving
     run_federation(grid, config, out_dir)
 

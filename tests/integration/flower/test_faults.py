@@ -129,6 +129,8 @@ def test_a_killed_coordinator_restarted_on_the_same_folder_resumes_after_its_las
         fed.session.follow(kill_after_round_1)
     fed.session.stop()
     assert not (out / "results.json").exists()
+    # its ServerApp ended with it: it must not reconnect to the next SuperLink and go on beside the new one
+    _wait_until(lambda: "this ServerApp ends with it" in (out / "coordinator.log").read_text(), 30, "the orphaned ServerApp ended")
 
     fed.session = fed.new_session()  # the sites stay up and reconnect by themselves
     fed.session.start()
