@@ -76,7 +76,9 @@ class _VersionAction(argparse.Action):
         except PackageNotFoundError:
             flower = "not installed"
         cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
-        frozen = ", installed folder" if getattr(sys, "frozen", False) else ""
+        from engine.federation.programs import frozen as installed_folder
+
+        frozen = ", installed folder" if installed_folder() else ""
         print(f"fedseg {engine.__version__} (torch {torch.__version__}, {cuda}; Flower {flower}; Python {sys.version.split()[0]}{frozen})")
         parser.exit()
 
